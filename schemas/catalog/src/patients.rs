@@ -1,0 +1,394 @@
+//! Patients: their profile, identifiers and organizations.
+
+use crate::organizations::Organization;
+use crate::{Error, Page, PageRequest, Result};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientIdentifier {
+    pub id: i64,
+    pub system: String,
+    pub value: String,
+}
+
+/// A patient as the REST API shows it (jhe-compat §5.1).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Patient {
+    pub id: i64,
+    pub jhe_user_id: Option<i64>,
+    #[sqlx(json)]
+    pub identifiers: Vec<PatientIdentifier>,
+    pub name_family: Option<String>,
+    pub name_given: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub telecom_phone: Option<String>,
+    pub telecom_email: Option<String>,
+    #[sqlx(json)]
+    pub organizations: Vec<Organization>,
+}
+
+/// A new patient's fields; `identifiers` are (system, value) pairs.
+#[derive(Debug, Clone, Default)]
+pub struct NewPatient {
+    pub organization_id: i64,
+    pub telecom_email: String,
+    pub name_family: Option<String>,
+    pub name_given: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub telecom_phone: Option<String>,
+    pub identifiers: Vec<(String, String)>,
+}
+
+/// Changes to a patient; `None` leaves a field as it is, `identifiers: Some(..)` replaces the whole set.
+#[derive(Debug, Clone, Default)]
+pub struct PatientChanges {
+    pub name_family: Option<Option<String>>,
+    pub name_given: Option<Option<String>>,
+    pub birth_date: Option<Option<NaiveDate>>,
+    pub telecom_phone: Option<Option<String>>,
+    pub telecom_email: Option<String>,
+    pub identifiers: Option<Vec<(String, String)>>,
+}
+
+/// Filters of the patient list (jhe-compat §5.6). `visible_to` restricts to patients sharing an organization
+/// with that practitioner.
+#[derive(Debug, Clone, Default)]
+pub struct PatientFilter {
+    pub visible_to_practitioner: Option<i64>,
+    pub organization_id: Option<i64>,
+    pub study_id: Option<i64>,
+    pub patient_id: Option<i64>,
+    pub identifier_value: Option<String>,
+}
+
+pub(crate) const PATIENT_SELECT: &str = "SELECT p.id, p.user_id AS jhe_user_id, p.name_family, p.name_given,
+        p.birth_date, p.telecom_phone, u.email AS telecom_email,
+        COALESCE((SELECT jsonb_agg(jsonb_build_object('id', i.id, 'system', i.system, 'value', i.value) ORDER BY i.id)
+                  FROM patient_identifiers i WHERE i.patient_id = p.id), '[]'::jsonb) AS identifiers,
+        COALESCE((SELECT jsonb_agg(jsonb_build_object('id', o.id, 'name', o.name, 'type', o.type, 'part_of', o.part_of)
+                                   ORDER BY o.id)
+                  FROM patient_organizations po JOIN organizations o ON o.id = po.organization_id
+                  WHERE po.patient_id = p.id), '[]'::jsonb) AS organizations
+    FROM patients p LEFT JOIN users u ON u.id = p.user_id";
+
+fn push_patient_filter(query: &mut QueryBuilder<Postgres>, filter: &PatientFilter) {
+    query.push(" WHERE TRUE");
+    if let Some(practitioner_id) = filter.visible_to_practitioner {
+        query.push(
+            " AND EXISTS (SELECT 1 FROM patient_organizations po JOIN practitioner_organizations pr
+                ON pr.organization_id = po.organization_id WHERE po.patient_id = p.id AND pr.practitioner_id = ",
+        );
+        query.push_bind(practitioner_id);
+        if let Some(organization_id) = filter.organization_id {
+            query.push(" AND po.organization_id = ").push_bind(organization_id);
+        }
+        query.push(")");
+    } else if let Some(organization_id) = filter.organization_id {
+        query.push(
+            " AND EXISTS (SELECT 1 FROM patient_organizations po WHERE po.patient_id = p.id AND po.organization_id = ",
+        );
+        query.push_bind(organization_id).push(")");
+    }
+    if let Some(study_id) = filter.study_id {
+        query.push(" AND EXISTS (SELECT 1 FROM study_patients sp WHERE sp.patient_id = p.id AND sp.study_id = ");
+        query.push_bind(study_id).push(")");
+    }
+    if let Some(patient_id) = filter.patient_id {
+        query.push(" AND p.id = ").push_bind(patient_id);
+    }
+    if let Some(value) = &filter.identifier_value {
+        query.push(" AND EXISTS (SELECT 1 FROM patient_identifiers i WHERE i.patient_id = p.id AND i.value = ");
+        query.push_bind(value.clone()).push(")");
+    }
+}
+
+/// Patients matching `filter`, ordered by id.
+pub async fn list_patients(pool: &PgPool, filter: &PatientFilter, page: PageRequest) -> Result<Page<Patient>> {
+    let mut count_query = QueryBuilder::new("SELECT count(*) FROM patients p");
+    push_patient_filter(&mut count_query, filter);
+    let count: i64 = count_query.build_query_scalar().fetch_one(pool).await?;
+    if count <= page.offset() {
+        return Ok(Page { count, items: Vec::new() });
+    }
+    // pick the page's ids first, so the nested identifiers and organizations are built for those rows only
+    // (a projection under OFFSET would build them for every skipped row too)
+    let mut query = QueryBuilder::new("WITH page AS (SELECT p.id FROM patients p");
+    push_patient_filter(&mut query, filter);
+    query.push(" ORDER BY p.id LIMIT ").push_bind(page.limit()).push(" OFFSET ").push_bind(page.offset());
+    query.push(") ").push(PATIENT_SELECT).push(" WHERE p.id IN (SELECT id FROM page) ORDER BY p.id");
+    let items = query.build_query_as().fetch_all(pool).await?;
+    Ok(Page { count, items })
+}
+
+pub async fn get_patient(pool: &PgPool, id: i64) -> Result<Patient> {
+    sqlx::query_as(AssertSqlSafe(format!("{PATIENT_SELECT} WHERE p.id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound { entity: "Patient" })
+}
+
+/// The patient profile of a user, if any.
+pub async fn patient_of_user(pool: &PgPool, user_id: i64) -> Result<Option<Patient>> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!("{PATIENT_SELECT} WHERE p.user_id = $1")))
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+/// Patients whose account email is `email` (case-insensitive), restricted to those sharing an organization with
+/// `visible_to_practitioner` when given.
+pub async fn patients_by_email(
+    pool: &PgPool,
+    email: &str,
+    visible_to_practitioner: Option<i64>,
+) -> Result<Vec<Patient>> {
+    let mut query = QueryBuilder::new(PATIENT_SELECT);
+    push_patient_filter(&mut query, &PatientFilter { visible_to_practitioner, ..PatientFilter::default() });
+    query.push(" AND lower(u.email) = lower(").push_bind(email.to_owned()).push(") ORDER BY p.id");
+    Ok(query.build_query_as().fetch_all(pool).await?)
+}
+
+async fn check_identifiers_free(
+    tx: &mut sqlx::PgConnection,
+    identifiers: &[(String, String)],
+    except_patient: Option<i64>,
+) -> Result<()> {
+    for (system, value) in identifiers {
+        if system.trim().is_empty() || value.trim().is_empty() {
+            return Err(Error::Invalid("identifiers: each identifier needs a non-empty system and value".into()));
+        }
+        let owner: Option<i64> =
+            sqlx::query_scalar("SELECT patient_id FROM patient_identifiers WHERE system = $1 AND value = $2")
+                .bind(system)
+                .bind(value)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if owner.is_some() && owner != except_patient {
+            return Err(Error::Invalid(format!(
+                "The external identifier {system}|{value} is already in use by another patient."
+            )));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for pair in identifiers {
+        if !seen.insert(pair) {
+            return Err(Error::Invalid(format!("identifiers: {}|{} is listed twice", pair.0, pair.1)));
+        }
+    }
+    Ok(())
+}
+
+async fn insert_identifiers(
+    tx: &mut sqlx::PgConnection,
+    patient_id: i64,
+    identifiers: &[(String, String)],
+) -> Result<()> {
+    for (system, value) in identifiers {
+        sqlx::query("INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3)")
+            .bind(patient_id)
+            .bind(system)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates a patient in an organization, reusing the user account with that email if one exists.
+pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> {
+    let mut tx = pool.begin().await?;
+    let org_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0)")
+        .bind(new.organization_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !org_exists {
+        return Err(Error::Invalid(format!("organizationId: organization {} does not exist", new.organization_id)));
+    }
+    check_identifiers_free(&mut tx, &new.identifiers, None).await?;
+    let existing: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, user_type FROM users WHERE lower(email) = lower($1)")
+            .bind(&new.telecom_email)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let user_id = match existing {
+        Some((_, Some(kind))) if kind == "practitioner" => {
+            return Err(Error::Conflict(format!(
+                "{} belongs to a practitioner account and cannot be used for a patient",
+                new.telecom_email
+            )));
+        }
+        Some((id, _)) => {
+            let has_patient: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE user_id = $1)")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if has_patient {
+                return Err(Error::Conflict(format!(
+                    "a patient with the email {} already exists; add them to this organization instead \
+                     (PATCH /api/v1/patients/{{id}}/global_add_organization)",
+                    new.telecom_email
+                )));
+            }
+            sqlx::query("UPDATE users SET user_type = 'patient' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            id
+        }
+        None => sqlx::query_scalar(
+            "INSERT INTO users (email, first_name, last_name, user_type) VALUES ($1, $2, $3, 'patient') RETURNING id",
+        )
+        .bind(&new.telecom_email)
+        .bind(new.name_given.as_deref().unwrap_or(""))
+        .bind(new.name_family.as_deref().unwrap_or(""))
+        .fetch_one(&mut *tx)
+        .await?,
+    };
+    let patient_id: i64 = sqlx::query_scalar(
+        "INSERT INTO patients (user_id, name_family, name_given, birth_date, telecom_phone)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(&new.name_family)
+    .bind(&new.name_given)
+    .bind(new.birth_date)
+    .bind(&new.telecom_phone)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO patient_organizations (patient_id, organization_id) VALUES ($1, $2)")
+        .bind(patient_id)
+        .bind(new.organization_id)
+        .execute(&mut *tx)
+        .await?;
+    insert_identifiers(&mut tx, patient_id, &new.identifiers).await?;
+    tx.commit().await?;
+    get_patient(pool, patient_id).await
+}
+
+pub async fn update_patient(pool: &PgPool, id: i64, changes: &PatientChanges) -> Result<Patient> {
+    let mut tx = pool.begin().await?;
+    let user_id: Option<Option<i64>> = sqlx::query_scalar("SELECT user_id FROM patients WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(user_id) = user_id else {
+        return Err(Error::NotFound { entity: "Patient" });
+    };
+    sqlx::query(
+        "UPDATE patients SET
+            name_family = CASE WHEN $2 THEN $3 ELSE name_family END,
+            name_given = CASE WHEN $4 THEN $5 ELSE name_given END,
+            birth_date = CASE WHEN $6 THEN $7 ELSE birth_date END,
+            telecom_phone = CASE WHEN $8 THEN $9 ELSE telecom_phone END,
+            last_updated = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(changes.name_family.is_some())
+    .bind(changes.name_family.clone().flatten())
+    .bind(changes.name_given.is_some())
+    .bind(changes.name_given.clone().flatten())
+    .bind(changes.birth_date.is_some())
+    .bind(changes.birth_date.flatten())
+    .bind(changes.telecom_phone.is_some())
+    .bind(changes.telecom_phone.clone().flatten())
+    .execute(&mut *tx)
+    .await?;
+    if let (Some(email), Some(user_id)) = (&changes.telecom_email, user_id) {
+        let taken: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id <> $2)")
+                .bind(email)
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if taken {
+            return Err(Error::Conflict(format!("telecomEmail: {email} is already used by another account")));
+        }
+        sqlx::query("UPDATE users SET email = $2 WHERE id = $1").bind(user_id).bind(email).execute(&mut *tx).await?;
+    }
+    if let Some(identifiers) = &changes.identifiers {
+        check_identifiers_free(&mut tx, identifiers, Some(id)).await?;
+        sqlx::query("DELETE FROM patient_identifiers WHERE patient_id = $1").bind(id).execute(&mut *tx).await?;
+        insert_identifiers(&mut tx, id, identifiers).await?;
+    }
+    tx.commit().await?;
+    get_patient(pool, id).await
+}
+
+/// Removes a patient from an organization with their enrolments and consents in that organization's studies.
+/// A patient left in no organization is deleted with their account. Returns whether the patient was deleted.
+pub async fn remove_patient_from_organization(pool: &PgPool, patient_id: i64, organization_id: i64) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let removed = sqlx::query("DELETE FROM patient_organizations WHERE patient_id = $1 AND organization_id = $2")
+        .bind(patient_id)
+        .bind(organization_id)
+        .execute(&mut *tx)
+        .await?;
+    if removed.rows_affected() == 0 {
+        return Err(Error::NotFound { entity: "PatientOrganization" });
+    }
+    // consents cascade from the enrolment rows
+    sqlx::query(
+        "DELETE FROM study_patients sp USING studies s
+         WHERE sp.study_id = s.id AND sp.patient_id = $1 AND s.organization_id = $2",
+    )
+    .bind(patient_id)
+    .bind(organization_id)
+    .execute(&mut *tx)
+    .await?;
+    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_organizations WHERE patient_id = $1")
+        .bind(patient_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let deleted = remaining == 0;
+    if deleted {
+        // the user row cascades to the patient row; a patient without a user is deleted directly
+        let user_id: Option<i64> = sqlx::query_scalar("DELETE FROM patients WHERE id = $1 RETURNING user_id")
+            .bind(patient_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(user_id) = user_id {
+            sqlx::query(
+                "DELETE FROM users WHERE id = $1 AND is_superuser = FALSE
+                   AND NOT EXISTS (SELECT 1 FROM practitioners WHERE user_id = $1)",
+            )
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(deleted)
+}
+
+/// Adds an existing patient to an organization.
+pub async fn add_patient_to_organization(pool: &PgPool, patient_id: i64, organization_id: i64) -> Result<Patient> {
+    get_patient(pool, patient_id).await?;
+    let org_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0)")
+        .bind(organization_id)
+        .fetch_one(pool)
+        .await?;
+    if !org_exists {
+        return Err(Error::Invalid(format!("organizationId: organization {organization_id} does not exist")));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO patient_organizations (patient_id, organization_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(patient_id)
+    .bind(organization_id)
+    .execute(pool)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::Invalid(format!("patient {patient_id} is already in organization {organization_id}")));
+    }
+    get_patient(pool, patient_id).await
+}
+
+/// Organization ids a patient belongs to.
+pub async fn patient_organization_ids(pool: &PgPool, patient_id: i64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar("SELECT organization_id FROM patient_organizations WHERE patient_id = $1 ORDER BY 1")
+        .bind(patient_id)
+        .fetch_all(pool)
+        .await?)
+}

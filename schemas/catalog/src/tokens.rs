@@ -1,0 +1,138 @@
+//! Opaque bearer tokens. Only sha256(token) is stored, so a database leak yields no usable token.
+
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use jhe_schemas::Role;
+use rand::distr::{Alphanumeric, SampleString};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+/// A freshly minted token; `token` is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Who is calling: the user behind a valid token, with their profiles and organization roles.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: i64,
+    pub email: String,
+    pub is_superuser: bool,
+    pub user_type: Option<String>,
+    pub practitioner_id: Option<i64>,
+    pub patient_id: Option<i64>,
+    /// (organization id, role) for every organization the caller is a practitioner member of.
+    pub memberships: Vec<(i64, Role)>,
+}
+
+impl Caller {
+    pub fn is_patient(&self) -> bool {
+        self.user_type.as_deref() == Some("patient") || self.patient_id.is_some()
+    }
+
+    pub fn is_practitioner(&self) -> bool {
+        self.user_type.as_deref() == Some("practitioner") || self.practitioner_id.is_some() || self.is_superuser
+    }
+
+    pub fn role_in(&self, organization_id: i64) -> Option<Role> {
+        self.memberships.iter().find(|(org, _)| *org == organization_id).map(|(_, role)| *role)
+    }
+
+    pub fn organization_ids(&self) -> Vec<i64> {
+        self.memberships.iter().map(|(org, _)| *org).collect()
+    }
+}
+
+fn token_digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Issues a bearer token for the user with `email` (used by `jhe token create` and tests).
+pub async fn create_token_for_email(pool: &PgPool, email: &str, lifetime: chrono::Duration) -> Result<IssuedToken> {
+    let user_id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
+        .bind(email)
+        .fetch_optional(pool)
+        .await?;
+    let Some(user_id) = user_id else {
+        return Err(Error::NotFound { entity: "user" });
+    };
+    create_token(pool, Some(user_id), None, "cli", lifetime).await
+}
+
+/// Issues a bearer token for a user and/or an OAuth client.
+pub async fn create_token(
+    pool: &PgPool,
+    user_id: Option<i64>,
+    client_pk: Option<i64>,
+    source: &str,
+    lifetime: chrono::Duration,
+) -> Result<IssuedToken> {
+    let token = Alphanumeric.sample_string(&mut rand::rng(), 40);
+    let expires_at = Utc::now() + lifetime;
+    sqlx::query(
+        "INSERT INTO access_tokens (token_sha256, user_id, client_pk, source, expires_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_digest(&token))
+    .bind(user_id)
+    .bind(client_pk)
+    .bind(source)
+    .bind(expires_at)
+    .execute(pool)
+    .await?;
+    Ok(IssuedToken { token, expires_at })
+}
+
+#[derive(sqlx::FromRow)]
+struct CallerRow {
+    user_id: i64,
+    email: String,
+    is_superuser: bool,
+    user_type: Option<String>,
+    practitioner_id: Option<i64>,
+    patient_id: Option<i64>,
+    memberships: sqlx::types::Json<Vec<MembershipRow>>,
+}
+
+#[derive(Deserialize)]
+struct MembershipRow {
+    organization_id: i64,
+    role: String,
+}
+
+/// The caller behind `token`, if the token exists, has not expired and its user is active. A token of a
+/// client-credentials client acts as the client's owner.
+pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Caller>> {
+    let row: Option<CallerRow> = sqlx::query_as(
+        "SELECT u.id AS user_id, u.email, u.is_superuser, u.user_type,
+                pr.id AS practitioner_id, pa.id AS patient_id,
+                COALESCE((SELECT jsonb_agg(jsonb_build_object('organization_id', po.organization_id, 'role', po.role))
+                          FROM practitioner_organizations po WHERE po.practitioner_id = pr.id), '[]'::jsonb)
+                    AS memberships
+         FROM access_tokens t
+         LEFT JOIN oauth_clients c ON c.id = t.client_pk
+         JOIN users u ON u.id = COALESCE(t.user_id, c.owner_user_id)
+         LEFT JOIN practitioners pr ON pr.user_id = u.id
+         LEFT JOIN patients pa ON pa.user_id = u.id
+         WHERE t.token_sha256 = $1 AND t.expires_at > now() AND u.is_active",
+    )
+    .bind(token_digest(token))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| Caller {
+        user_id: row.user_id,
+        email: row.email,
+        is_superuser: row.is_superuser,
+        user_type: row.user_type,
+        practitioner_id: row.practitioner_id,
+        patient_id: row.patient_id,
+        memberships: row
+            .memberships
+            .0
+            .into_iter()
+            .filter_map(|m| m.role.parse().ok().map(|role| (m.organization_id, role)))
+            .collect(),
+    }))
+}
