@@ -1,0 +1,88 @@
+//! The one place where errors become HTTP responses (`{"detail": …}` on `/api/v1`).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jhe_schemas::ErrorKind;
+use serde_json::json;
+
+/// An error answered to an API caller: a kind (which decides the status) and a message a person can act on.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    kind: ErrorKind,
+    detail: String,
+}
+
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
+        ApiError { kind, detail: detail.into() }
+    }
+
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, detail)
+    }
+
+    pub(crate) fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, detail)
+    }
+
+    pub(crate) fn permission_denied() -> Self {
+        Self::forbidden("You do not have permission to perform this action.")
+    }
+
+    pub(crate) fn not_found(entity: &str) -> Self {
+        Self::new(ErrorKind::NotFound, format!("No {entity} matches the given query."))
+    }
+
+    pub(crate) fn unauthenticated() -> Self {
+        Self::new(ErrorKind::Unauthenticated, "Authentication credentials were not provided.")
+    }
+
+    pub(crate) fn internal() -> Self {
+        Self::new(ErrorKind::Internal, "internal error; the server log has the details")
+    }
+
+    fn status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<jhe_catalog::Error> for ApiError {
+    fn from(error: jhe_catalog::Error) -> Self {
+        match error.user_message() {
+            Some(detail) => ApiError::new(error.kind(), detail),
+            None => {
+                tracing::error!(error = %error, "control plane error");
+                match error.kind() {
+                    ErrorKind::Unavailable => {
+                        ApiError::new(ErrorKind::Unavailable, "the database is unavailable; try again shortly")
+                    }
+                    _ => ApiError::internal(),
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(json!({ "detail": self.detail }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"api\""));
+        }
+        response
+    }
+}

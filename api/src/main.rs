@@ -1,0 +1,75 @@
+//! `jhe`: wiring only. Each subcommand calls one entry point.
+
+use anyhow::Context;
+use clap::Parser;
+use jhe_api::cli::{Cli, Command, FileConfig, ServerConfig, TokenCommand, database_url, prepare_database, run_server};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("JHE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let file = FileConfig::load(cli.config.as_ref())?;
+    match cli.command {
+        Command::Dev(args) => {
+            let config = ServerConfig::resolve(&args, &file)?;
+            let pool = prepare_database(&config.database_url, true, config.database_max_connections).await?;
+            if jhe_catalog::is_empty(&pool).await? {
+                let site = site_for_seed(config.site_url.as_ref(), config.listen);
+                let report = jhe_catalog::seed_demo(&pool, &site).await.context("seeding the demo data")?;
+                eprintln!("seeded the demo data ({} rows)", report.total());
+            }
+            let site = site_for_seed(config.site_url.as_ref(), config.listen);
+            eprintln!(
+                "\njhe is running at {site}\n  health:   {site}/health\n  REST API: {site}/api/v1 (OpenAPI at {site}/api/schema/swagger-ui/)\n  log in:   admin@example.com or manager_mary@example.com, password `{}`\n  token:    jhe token create --email manager_mary@example.com\n",
+                jhe_catalog::SEED_PASSWORD
+            );
+            run_server(config, pool).await
+        }
+        Command::Serve(args) => {
+            let config = ServerConfig::resolve(&args, &file)?;
+            let pool = jhe_catalog::connect(&config.database_url, config.database_max_connections)
+                .await
+                .context("connecting to Postgres (set DATABASE_URL)")?;
+            run_server(config, pool).await
+        }
+        Command::Migrate(args) => {
+            prepare_database(&database_url(&args, &file), true, 2).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Seed(args) => {
+            let pool = prepare_database(&database_url(&args.database, &file), true, 2).await?;
+            let site = args
+                .site_url
+                .as_ref()
+                .map(|u| u.as_str().trim_end_matches('/').to_owned())
+                .or_else(|| file.site_url.as_ref().map(|u| u.as_str().trim_end_matches('/').to_owned()))
+                .unwrap_or_else(|| "http://127.0.0.1:8000".to_owned());
+            let report = jhe_catalog::seed_demo(&pool, &site).await.context("seeding the demo data")?;
+            eprintln!("seed done: {} new rows ({report:?})", report.total());
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create(args)) => {
+            let pool = jhe_catalog::connect(&database_url(&args.database, &file), 2)
+                .await
+                .context("connecting to Postgres (set DATABASE_URL)")?;
+            let lifetime = chrono::Duration::days(i64::from(args.days.max(1)));
+            let token = jhe_catalog::create_token_for_email(&pool, &args.email, lifetime)
+                .await
+                .with_context(|| format!("creating a token for {}", args.email))?;
+            println!("{}", token.token);
+            Ok(())
+        }
+    }
+}
+
+fn site_for_seed(site_url: Option<&url::Url>, listen: std::net::SocketAddr) -> String {
+    match site_url {
+        Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+        None => format!("http://{listen}"),
+    }
+}

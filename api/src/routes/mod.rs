@@ -1,0 +1,88 @@
+//! The HTTP routes. Each module owns one REST resource and returns its `Router`.
+
+mod clients;
+mod consents;
+mod data_sources;
+mod invitations;
+mod organizations;
+mod patients;
+mod practitioner_clients;
+mod practitioners;
+mod settings;
+mod studies;
+mod users;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+/// Each resource module's share of the OpenAPI document.
+pub(crate) fn openapi_parts() -> Vec<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    vec![
+        users::ApiDoc::openapi(),
+        organizations::ApiDoc::openapi(),
+        practitioners::ApiDoc::openapi(),
+        patients::ApiDoc::openapi(),
+        consents::ApiDoc::openapi(),
+        studies::ApiDoc::openapi(),
+        data_sources::ApiDoc::openapi(),
+        clients::ApiDoc::openapi(),
+        practitioner_clients::ApiDoc::openapi(),
+        settings::ApiDoc::openapi(),
+        invitations::ApiDoc::openapi(),
+    ]
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(users::routes())
+        .merge(organizations::routes())
+        .merge(practitioners::routes())
+        .merge(practitioner_clients::routes())
+        .merge(patients::routes())
+        .merge(consents::routes())
+        .merge(studies::routes())
+        .merge(data_sources::routes())
+        .merge(clients::routes())
+        .merge(settings::routes())
+        .merge(invitations::routes());
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/health", get(health))
+        .nest("/api/v1", api)
+        .merge(crate::openapi::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn health() -> Response {
+    axum::Json(json!({ "status": "ok", "version": crate::VERSION })).into_response()
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(jhe_schemas::ErrorKind::NotFound, format!("Not found: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(json!({ "detail": format!("Method \"{method}\" not allowed.") })),
+    )
+        .into_response()
+}
