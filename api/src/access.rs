@@ -26,6 +26,16 @@ pub(crate) fn require_permission(caller: &Caller, organization_id: i64, permissi
     }
 }
 
+/// The caller must be a practitioner with any role in `organization_id`, or a superuser; `denied` says why not.
+pub(crate) fn require_member(caller: &Caller, organization_id: i64, denied: &str) -> ApiResult<()> {
+    require_practitioner(caller)?;
+    if caller.is_superuser || caller.role_in(organization_id).is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(denied))
+    }
+}
+
 /// The role the caller is shown as holding in an organization (`currentUserRole`).
 pub(crate) fn current_user_role(caller: &Caller, organization_id: i64) -> Option<String> {
     match caller.role_in(organization_id) {

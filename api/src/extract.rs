@@ -235,3 +235,8 @@ pub(crate) fn created<T: Serialize>(value: &T) -> ApiResult<Response> {
 pub(crate) fn no_content() -> ApiResult<Response> {
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// 201 with an empty body, as the reference answers some link creations.
+pub(crate) fn created_empty() -> ApiResult<Response> {
+    Ok(StatusCode::CREATED.into_response())
+}

@@ -72,3 +72,9 @@ pub(crate) fn paged<T: Serialize>(url: &RequestUrl, request: PageRequest, page: 
     };
     crate::extract::ok(&Envelope { count: page.count, next, previous, results: page.items })
 }
+
+/// Lists the reference serves without a pagination class (clients, settings, invitations, API keys): pages of
+/// 1000, `page` honoured, `pageSize` ignored (jhe-compat §2.4).
+pub(crate) fn fixed_page_request(url: &RequestUrl) -> ApiResult<PageRequest> {
+    Ok(PageRequest { page_size: MAX_PAGE_SIZE, ..page_request(url, MAX_PAGE_SIZE)? })
+}

@@ -6,12 +6,12 @@ use crate::AppState;
 use crate::access::{require_practitioner, require_superuser};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
-use crate::paging::{MAX_PAGE_SIZE, page_request, paged};
+use crate::paging::{fixed_page_request, paged};
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use jhe_catalog::{ClientChanges, NewClient, PageRequest};
+use jhe_catalog::{ClientChanges, NewClient};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
@@ -33,12 +33,6 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/clients/{id}", get(retrieve).patch(update).put(update).delete(destroy))
         .route("/clients/{id}/data_sources", get(data_sources).post(add_data_source).delete(remove_data_source))
         .route("/patients/{id}/consolidated_clients", get(consolidated_clients))
-}
-
-/// Lists the reference serves without a pagination class (clients, settings, invitations, API keys): pages of
-/// 1000, `page` honoured, `pageSize` ignored (jhe-compat §2.4).
-pub(super) fn fixed_page_request(url: &RequestUrl) -> ApiResult<PageRequest> {
-    Ok(PageRequest { page_size: MAX_PAGE_SIZE, ..page_request(url, MAX_PAGE_SIZE)? })
 }
 
 /// The site's external base URL: the `site.url` setting (so links are right behind any proxy), else the

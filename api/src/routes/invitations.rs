@@ -5,12 +5,12 @@
 //! Closing the §13.2 gap: issuing needs the member or manager role in one of the patient's organizations (or a
 //! superuser), and reads are limited to invitations of patients the caller may see.
 
-use super::clients::{fixed_page_request, site_url};
+use super::clients::site_url;
 use crate::AppState;
 use crate::access::require_practitioner;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Body, Id, RequestUrl, created, ok};
-use crate::paging::paged;
+use crate::paging::{fixed_page_request, paged};
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;

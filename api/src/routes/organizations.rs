@@ -1,7 +1,7 @@
 //! `/api/v1/organizations`: the organization tree and practitioners' roles in it.
 
 use crate::AppState;
-use crate::access::{current_user_role, require_permission, require_practitioner};
+use crate::access::{current_user_role, require_member, require_permission, require_practitioner};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok, rest};
 use crate::paging::{DEFAULT_PAGE_SIZE, page_request, paged};
@@ -157,22 +157,12 @@ async fn tree(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id) -> 
     ok(&with_role(&caller, jhe_catalog::organization_tree(&state.pool, id).await?))
 }
 
-/// Members (and superusers) of an organization may list its practitioners.
-fn require_member(caller: &Caller, organization_id: i64) -> ApiResult<()> {
-    require_practitioner(caller)?;
-    if caller.is_superuser || caller.role_in(organization_id).is_some() {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("You are not a member of this organization."))
-    }
-}
-
 #[utoipa::path(get, path = "/api/v1/organizations/{id}/users", tag = "organizations", summary = "Practitioners of an organization with their roles",
     params(("id" = i64, Path, description = "the id")),
     responses((status = 200, description = "success"), (status = 401, description = "no valid bearer token"), (status = 403, description = "the caller may not do this"), (status = 404, description = "not found")))]
 async fn users(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id) -> ApiResult<Response> {
     jhe_catalog::get_organization(&state.pool, id).await?;
-    require_member(&caller, id)?;
+    require_member(&caller, id, "You are not a member of this organization.")?;
     ok(&jhe_catalog::organization_users(&state.pool, id).await?)
 }
 

@@ -48,14 +48,20 @@ const PATIENT_FIELDS: &[&str] = &[
 async fn list(State(state): State<AppState>, Auth(caller): Auth, url: RequestUrl) -> ApiResult<Response> {
     require_practitioner(&caller)?;
     let page = page_request(&url, DEFAULT_PAGE_SIZE)?;
+    let organization_id = url.int_param("organization_id")?;
+    // reads are scoped by membership (jhe-compat §4.3): the organizations shared with the caller, narrowed by the filter
+    let organization_ids = caller
+        .organization_ids()
+        .into_iter()
+        .filter(|org| organization_id.is_none_or(|wanted| wanted == *org))
+        .collect();
     let filter = PatientFilter {
-        visible_to_practitioner: Some(caller.practitioner_id.unwrap_or(-1)),
-        organization_id: url.int_param("organization_id")?,
+        organization_ids: Some(organization_ids),
         study_id: url.int_param("study_id")?,
         patient_id: url.int_param("patient_id")?,
         identifier_value: url.param("patient_identifier_value").filter(|v| !v.is_empty()).map(str::to_owned),
     };
-    remember_current_view(&state, &caller, filter.organization_id, filter.study_id).await?;
+    remember_current_view(&state, &caller, organization_id, filter.study_id).await?;
     let patients = jhe_catalog::list_patients(&state.pool, &filter, page).await?;
     paged(&url, page, patients)
 }
@@ -244,8 +250,9 @@ async fn global_lookup(State(state): State<AppState>, Auth(caller): Auth, url: R
     let Some(email) = url.param("email").map(str::trim).filter(|e| !e.is_empty()) else {
         return Err(ApiError::bad_request("email: this query parameter is required"));
     };
-    let visible_to = if caller.is_superuser { None } else { Some(caller.practitioner_id.unwrap_or(-1)) };
-    ok(&jhe_catalog::patients_by_email(&state.pool, email, visible_to).await?)
+    let organization_ids = caller.organization_ids();
+    let visible_in = (!caller.is_superuser).then_some(organization_ids.as_slice());
+    ok(&jhe_catalog::patients_by_email(&state.pool, email, visible_in).await?)
 }
 
 #[utoipa::path(patch, path = "/api/v1/patients/{id}/global_add_organization", tag = "patients", summary = "Add a patient to the organization `organizationId`",

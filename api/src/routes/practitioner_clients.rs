@@ -7,12 +7,12 @@
 //! returned once, in the answer to the POST that creates it, and is `null` in every later read. A lost key is
 //! replaced by creating a new one and deleting the old.
 
-use super::clients::{fixed_page_request, required, text_field};
+use super::clients::{required, text_field};
 use crate::AppState;
 use crate::access::require_practitioner;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
-use crate::paging::paged;
+use crate::paging::{fixed_page_request, paged};
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;

@@ -1,12 +1,12 @@
 //! `/api/v1/jhe_settings`: site settings (`site.url`, `auth.*`, …), superusers only. Values are written as
 //! `{"key", "valueType", "value"}` and read back as `resolvedValue`.
 
-use super::clients::{fixed_page_request, required, text_field};
+use super::clients::{required, text_field};
 use crate::AppState;
 use crate::access::require_superuser;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
-use crate::paging::paged;
+use crate::paging::{fixed_page_request, paged};
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;

@@ -9,14 +9,13 @@
 //!   study's organization; creating a study needs it in the body's `organization`.
 
 use crate::AppState;
-use crate::access::{require_permission, require_practitioner};
+use crate::access::{require_member, require_permission, require_practitioner};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
+use crate::extract::{Auth, Body, Id, RequestUrl, created, created_empty, no_content, ok};
 use crate::paging::{DEFAULT_PAGE_SIZE, page_request, paged};
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use jhe_catalog::{Caller, NewStudy, PatientFilter, Study, StudyChanges, StudyFilter, StudyPatient};
 use jhe_schemas::{ErrorKind, Permission};
@@ -75,11 +74,8 @@ pub(super) fn missing_as_bad_request(error: jhe_catalog::Error, detail: String) 
 async fn readable_study(state: &AppState, caller: &Caller, id: i64) -> ApiResult<Study> {
     require_practitioner(caller)?;
     let study = jhe_catalog::get_study(&state.pool, id).await?;
-    if caller.is_superuser || caller.role_in(study.organization.id).is_some() {
-        Ok(study)
-    } else {
-        Err(ApiError::forbidden("Current User does not have authorization to access this Study."))
-    }
+    require_member(caller, study.organization.id, "Current User does not have authorization to access this Study.")?;
+    Ok(study)
 }
 
 /// The study, if the caller may change it and what links to it.
@@ -211,11 +207,8 @@ async fn destroy(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id) 
               (status = 403, description = "the caller is not a member of the organization"),
               (status = 404, description = "no such organization")))]
 async fn organization_studies(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id) -> ApiResult<Response> {
-    require_practitioner(&caller)?;
     jhe_catalog::get_organization(&state.pool, id).await?;
-    if !caller.is_superuser && caller.role_in(id).is_none() {
-        return Err(ApiError::forbidden("You are not a member of this organization."));
-    }
+    require_member(&caller, id, "You are not a member of this organization.")?;
     ok(&jhe_catalog::organization_studies(&state.pool, id).await?)
 }
 
@@ -322,11 +315,6 @@ fn link_id(body: &Body, field: &LinkField) -> ApiResult<i64> {
         return Err(ApiError::bad_request(format!("{}: this field is required", field.name)));
     };
     id_value(value).ok_or_else(|| ApiError::bad_request(format!("{}: `{value}` is not an id", field.name)))
-}
-
-/// 201 with an empty body, as the reference answers link creation for clients and data sources.
-fn created_empty() -> ApiResult<Response> {
-    Ok(StatusCode::CREATED.into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/studies/{id}/scope_requests", tag = "studies",

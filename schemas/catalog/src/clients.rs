@@ -47,7 +47,7 @@ pub struct ClientDataSource {
 pub struct PractitionerClient {
     pub id: i64,
     pub label: String,
-    #[serde(serialize_with = "crate::settings::serialize_drf_datetime")]
+    #[serde(serialize_with = "crate::wire::serialize_drf_datetime")]
     pub created: DateTime<Utc>,
     pub name: String,
     #[sqlx(skip)]

@@ -69,7 +69,7 @@ pub struct StudyScopeConsent {
     #[sqlx(json)]
     pub scope_code: CodeableConcept,
     pub consented: bool,
-    #[serde(serialize_with = "crate::settings::serialize_drf_datetime")]
+    #[serde(serialize_with = "crate::wire::serialize_drf_datetime")]
     pub consented_time: DateTime<Utc>,
 }
 
@@ -100,7 +100,7 @@ pub struct ScopeConsentChange {
 
 fn serialize_optional_datetime<S: Serializer>(value: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
     match value {
-        Some(time) => crate::settings::serialize_drf_datetime(time, serializer),
+        Some(time) => crate::wire::serialize_drf_datetime(time, serializer),
         None => serializer.serialize_none(),
     }
 }

@@ -34,7 +34,7 @@ pub struct DataSourceColumns {
     #[serde(rename = "type")]
     #[sqlx(rename = "type")]
     pub kind: String,
-    #[serde(serialize_with = "crate::settings::serialize_drf_datetime")]
+    #[serde(serialize_with = "crate::wire::serialize_drf_datetime")]
     pub last_updated: chrono::DateTime<chrono::Utc>,
 }
 

@@ -25,7 +25,7 @@ pub struct Invitation {
     #[sqlx(skip)]
     pub token: Option<String>,
     pub status: String,
-    #[serde(serialize_with = "crate::settings::serialize_drf_datetime")]
+    #[serde(serialize_with = "crate::wire::serialize_drf_datetime")]
     pub last_updated: DateTime<Utc>,
     #[sqlx(skip)]
     pub invitation_link: Option<String>,

@@ -16,6 +16,7 @@ mod seed;
 mod settings;
 mod studies;
 mod tokens;
+mod wire;
 
 pub use clients::*;
 pub use consents::*;

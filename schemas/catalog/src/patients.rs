@@ -53,12 +53,12 @@ pub struct PatientChanges {
     pub identifiers: Option<Vec<(String, String)>>,
 }
 
-/// Filters of the patient list (jhe-compat §5.6). `visible_to` restricts to patients sharing an organization
-/// with that practitioner.
+/// Filters of the patient list (jhe-compat §5.6).
 #[derive(Debug, Clone, Default)]
 pub struct PatientFilter {
-    pub visible_to_practitioner: Option<i64>,
-    pub organization_id: Option<i64>,
+    /// Only patients in at least one of these organizations (`None`: every patient). Callers pass the
+    /// organizations the practitioner shares, already narrowed by any `organization_id` filter.
+    pub organization_ids: Option<Vec<i64>>,
     pub study_id: Option<i64>,
     pub patient_id: Option<i64>,
     pub identifier_value: Option<String>,
@@ -74,50 +74,59 @@ pub(crate) const PATIENT_SELECT: &str = "SELECT p.id, p.user_id AS jhe_user_id, 
                   WHERE po.patient_id = p.id), '[]'::jsonb) AS organizations
     FROM patients p LEFT JOIN users u ON u.id = p.user_id";
 
-fn push_patient_filter(query: &mut QueryBuilder<Postgres>, filter: &PatientFilter) {
-    query.push(" WHERE TRUE");
-    if let Some(practitioner_id) = filter.visible_to_practitioner {
-        query.push(
-            " AND EXISTS (SELECT 1 FROM patient_organizations po JOIN practitioner_organizations pr
-                ON pr.organization_id = po.organization_id WHERE po.patient_id = p.id AND pr.practitioner_id = ",
-        );
-        query.push_bind(practitioner_id);
-        if let Some(organization_id) = filter.organization_id {
-            query.push(" AND po.organization_id = ").push_bind(organization_id);
+/// `SELECT <patient id> AS id …` for the patients matching `filter`. With organizations, it is driven from the
+/// (organization, patient) index, so a list of one large organization never scans all patients.
+fn push_matching_ids(query: &mut QueryBuilder<Postgres>, filter: &PatientFilter) {
+    let id_column = match &filter.organization_ids {
+        Some(organization_ids) => {
+            // a patient in two of the organizations must be listed once
+            let distinct = if organization_ids.len() > 1 { "DISTINCT " } else { "" };
+            query.push(format!("SELECT {distinct}po.patient_id AS id FROM patient_organizations po WHERE "));
+            match organization_ids.as_slice() {
+                [single] => query.push("po.organization_id = ").push_bind(*single),
+                many => query.push("po.organization_id = ANY(").push_bind(many.to_vec()).push(")"),
+            };
+            "po.patient_id"
         }
-        query.push(")");
-    } else if let Some(organization_id) = filter.organization_id {
-        query.push(
-            " AND EXISTS (SELECT 1 FROM patient_organizations po WHERE po.patient_id = p.id AND po.organization_id = ",
-        );
-        query.push_bind(organization_id).push(")");
-    }
+        None => {
+            query.push("SELECT p.id AS id FROM patients p WHERE TRUE");
+            "p.id"
+        }
+    };
     if let Some(study_id) = filter.study_id {
-        query.push(" AND EXISTS (SELECT 1 FROM study_patients sp WHERE sp.patient_id = p.id AND sp.study_id = ");
+        query.push(format!(
+            " AND EXISTS (SELECT 1 FROM study_patients sp WHERE sp.patient_id = {id_column} AND sp.study_id = "
+        ));
         query.push_bind(study_id).push(")");
     }
     if let Some(patient_id) = filter.patient_id {
-        query.push(" AND p.id = ").push_bind(patient_id);
+        query.push(format!(" AND {id_column} = ")).push_bind(patient_id);
     }
     if let Some(value) = &filter.identifier_value {
-        query.push(" AND EXISTS (SELECT 1 FROM patient_identifiers i WHERE i.patient_id = p.id AND i.value = ");
+        query.push(format!(
+            " AND EXISTS (SELECT 1 FROM patient_identifiers i WHERE i.patient_id = {id_column} AND i.value = "
+        ));
         query.push_bind(value.clone()).push(")");
     }
 }
 
 /// Patients matching `filter`, ordered by id.
 pub async fn list_patients(pool: &PgPool, filter: &PatientFilter, page: PageRequest) -> Result<Page<Patient>> {
-    let mut count_query = QueryBuilder::new("SELECT count(*) FROM patients p");
-    push_patient_filter(&mut count_query, filter);
+    if filter.organization_ids.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Page { count: 0, items: Vec::new() });
+    }
+    let mut count_query = QueryBuilder::new("SELECT count(*) FROM (");
+    push_matching_ids(&mut count_query, filter);
+    count_query.push(") matching");
     let count: i64 = count_query.build_query_scalar().fetch_one(pool).await?;
     if count <= page.offset() {
         return Ok(Page { count, items: Vec::new() });
     }
     // pick the page's ids first, so the nested identifiers and organizations are built for those rows only
     // (a projection under OFFSET would build them for every skipped row too)
-    let mut query = QueryBuilder::new("WITH page AS (SELECT p.id FROM patients p");
-    push_patient_filter(&mut query, filter);
-    query.push(" ORDER BY p.id LIMIT ").push_bind(page.limit()).push(" OFFSET ").push_bind(page.offset());
+    let mut query = QueryBuilder::new("WITH page AS (");
+    push_matching_ids(&mut query, filter);
+    query.push(" ORDER BY 1 LIMIT ").push_bind(page.limit()).push(" OFFSET ").push_bind(page.offset());
     query.push(") ").push(PATIENT_SELECT).push(" WHERE p.id IN (SELECT id FROM page) ORDER BY p.id");
     let items = query.build_query_as().fetch_all(pool).await?;
     Ok(Page { count, items })
@@ -139,17 +148,18 @@ pub async fn patient_of_user(pool: &PgPool, user_id: i64) -> Result<Option<Patie
         .await?)
 }
 
-/// Patients whose account email is `email` (case-insensitive), restricted to those sharing an organization with
-/// `visible_to_practitioner` when given.
-pub async fn patients_by_email(
-    pool: &PgPool,
-    email: &str,
-    visible_to_practitioner: Option<i64>,
-) -> Result<Vec<Patient>> {
-    let mut query = QueryBuilder::new(PATIENT_SELECT);
-    push_patient_filter(&mut query, &PatientFilter { visible_to_practitioner, ..PatientFilter::default() });
-    query.push(" AND lower(u.email) = lower(").push_bind(email.to_owned()).push(") ORDER BY p.id");
-    Ok(query.build_query_as().fetch_all(pool).await?)
+/// Patients whose account email is `email` (case-insensitive), restricted to those in one of `organization_ids`
+/// when given.
+pub async fn patients_by_email(pool: &PgPool, email: &str, organization_ids: Option<&[i64]>) -> Result<Vec<Patient>> {
+    Ok(sqlx::query_as(AssertSqlSafe(format!(
+        "{PATIENT_SELECT} WHERE lower(u.email) = lower($1) AND ($2::bigint[] IS NULL OR EXISTS (
+             SELECT 1 FROM patient_organizations po WHERE po.patient_id = p.id AND po.organization_id = ANY($2)))
+         ORDER BY p.id"
+    )))
+    .bind(email)
+    .bind(organization_ids)
+    .fetch_all(pool)
+    .await?)
 }
 
 async fn check_identifiers_free(

@@ -219,12 +219,16 @@ pub async fn remember_practitioner_settings(
     remove: &[&str],
 ) -> Result<()> {
     let remove: Vec<String> = remove.iter().map(|k| (*k).to_owned()).collect();
-    sqlx::query("UPDATE practitioners SET settings = (settings || $2::jsonb) - $3::text[] WHERE id = $1")
-        .bind(practitioner_id)
-        .bind(set)
-        .bind(remove)
-        .execute(pool)
-        .await?;
+    // list endpoints call this on every request: skip the write (and its WAL flush) when nothing changes
+    sqlx::query(
+        "UPDATE practitioners SET settings = (settings || $2::jsonb) - $3::text[]
+         WHERE id = $1 AND settings IS DISTINCT FROM (settings || $2::jsonb) - $3::text[]",
+    )
+    .bind(practitioner_id)
+    .bind(set)
+    .bind(remove)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

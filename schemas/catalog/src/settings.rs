@@ -3,7 +3,7 @@
 use crate::{Error, Page, PageRequest, Result};
 use chrono::{DateTime, Utc};
 use jhe_schemas::SettingValueType;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
@@ -14,7 +14,7 @@ pub struct Setting {
     pub key: String,
     pub value_type: String,
     pub resolved_value: Value,
-    #[serde(serialize_with = "serialize_drf_datetime")]
+    #[serde(serialize_with = "crate::wire::serialize_drf_datetime")]
     pub last_updated: DateTime<Utc>,
 }
 
@@ -38,15 +38,6 @@ impl SettingValue {
             SettingValue::Json(_) => SettingValueType::Json,
         }
     }
-}
-
-/// Datetimes as the reference's REST renderer writes them: ISO-8601, microseconds only when non-zero, `Z`.
-pub(crate) fn serialize_drf_datetime<S: Serializer>(
-    value: &DateTime<Utc>,
-    serializer: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    let format = if value.timestamp_subsec_micros() == 0 { "%Y-%m-%dT%H:%M:%SZ" } else { "%Y-%m-%dT%H:%M:%S%.6fZ" };
-    serializer.collect_str(&value.format(format))
 }
 
 fn not_a(kind: &str, value: &Value) -> Error {
@@ -273,7 +264,7 @@ mod tests {
         let render = |text: &str| {
             let value: DateTime<Utc> = text.parse().unwrap();
             let mut out = serde_json::Serializer::new(Vec::new());
-            serialize_drf_datetime(&value, &mut out).unwrap();
+            crate::wire::serialize_drf_datetime(&value, &mut out).unwrap();
             String::from_utf8(out.into_inner()).unwrap()
         };
         assert_eq!(render("2025-01-02T03:04:05Z"), "\"2025-01-02T03:04:05Z\"");
