@@ -6,9 +6,9 @@
 mod access;
 mod error_kind;
 pub mod fhir;
+mod observation;
 pub mod omh;
 pub mod table;
-mod observation;
 mod vocab;
 
 pub use access::{Permission, Role, role_allows};

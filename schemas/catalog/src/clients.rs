@@ -71,34 +71,41 @@ pub struct ClientChanges<'a> {
     pub invitation_url: Option<&'a str>,
 }
 
-const CLIENT_SELECT: &str = "SELECT c.id, c.name, c.client_id, a.invitation_url
-    FROM oauth_clients c JOIN patient_apps a ON a.client_pk = c.id";
-
 /// Patient apps, newest first.
 pub async fn list_clients(pool: &PgPool, page: PageRequest) -> Result<Page<Client>> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_apps").fetch_one(pool).await?;
-    let items = sqlx::query_as(AssertSqlSafe(format!("{CLIENT_SELECT} ORDER BY c.id DESC LIMIT $1 OFFSET $2")))
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(pool)
-        .await?;
+    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM patient_apps"#).fetch_one(pool).await?;
+    let items = sqlx::query_as!(
+        Client,
+        "SELECT c.id, c.name, c.client_id, a.invitation_url
+         FROM oauth_clients c JOIN patient_apps a ON a.client_pk = c.id
+         ORDER BY c.id DESC LIMIT $1 OFFSET $2",
+        page.limit(),
+        page.offset(),
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(Page { count, items })
 }
 
 pub async fn get_client(pool: &PgPool, id: i64) -> Result<Client> {
-    sqlx::query_as(AssertSqlSafe(format!("{CLIENT_SELECT} WHERE c.id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound { entity: "Client" })
+    sqlx::query_as!(
+        Client,
+        "SELECT c.id, c.name, c.client_id, a.invitation_url
+         FROM oauth_clients c JOIN patient_apps a ON a.client_pk = c.id
+         WHERE c.id = $1",
+        id,
+    )
+    .fetch_optional(pool)
+    .await?
+    .ok_or(Error::NotFound { entity: "Client" })
 }
 
 async fn check_client_id_free(tx: &mut sqlx::PgConnection, client_id: &str, except: Option<i64>) -> Result<()> {
-    let taken: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM oauth_clients WHERE client_id = $1 AND id IS DISTINCT FROM $2)",
+    let taken = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM oauth_clients WHERE client_id = $1 AND id IS DISTINCT FROM $2) AS "exists!""#,
+        client_id,
+        except,
     )
-    .bind(client_id)
-    .bind(except)
     .fetch_one(&mut *tx)
     .await?;
     if taken {
@@ -114,18 +121,16 @@ async fn check_client_id_free(tx: &mut sqlx::PgConnection, client_id: &str, exce
 pub async fn create_client(pool: &PgPool, new: &NewClient<'_>) -> Result<Client> {
     let mut tx = pool.begin().await?;
     check_client_id_free(&mut tx, new.client_id, None).await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO oauth_clients (client_id, name, client_type, grant_type, redirect_uris, skip_authorization, algorithm)
-         VALUES ($1, $2, 'public', 'authorization-code', $3, TRUE, 'RS256') RETURNING id",
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO oauth_clients (client_id, name, client_type, grant_type, redirect_uris, skip_authorization, algorithm)
+         VALUES ($1, $2, 'public', 'authorization-code', $3, TRUE, 'RS256') RETURNING id AS "id!""#,
+        new.client_id,
+        new.name,
+        new.redirect_uri,
     )
-    .bind(new.client_id)
-    .bind(new.name)
-    .bind(new.redirect_uri)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO patient_apps (client_pk, invitation_url) VALUES ($1, $2)")
-        .bind(id)
-        .bind(new.invitation_url)
+    sqlx::query!("INSERT INTO patient_apps (client_pk, invitation_url) VALUES ($1, $2)", id, new.invitation_url)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -134,8 +139,7 @@ pub async fn create_client(pool: &PgPool, new: &NewClient<'_>) -> Result<Client>
 
 pub async fn update_client(pool: &PgPool, id: i64, changes: &ClientChanges<'_>) -> Result<Client> {
     let mut tx = pool.begin().await?;
-    let exists: Option<i64> = sqlx::query_scalar("SELECT client_pk FROM patient_apps WHERE client_pk = $1 FOR UPDATE")
-        .bind(id)
+    let exists = sqlx::query_scalar!("SELECT client_pk FROM patient_apps WHERE client_pk = $1 FOR UPDATE", id)
         .fetch_optional(&mut *tx)
         .await?;
     if exists.is_none() {
@@ -144,20 +148,22 @@ pub async fn update_client(pool: &PgPool, id: i64, changes: &ClientChanges<'_>) 
     if let Some(client_id) = changes.client_id {
         check_client_id_free(&mut tx, client_id, Some(id)).await?;
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE oauth_clients SET name = COALESCE($2, name), client_id = COALESCE($3, client_id), updated = now()
          WHERE id = $1",
+        id,
+        changes.name,
+        changes.client_id,
     )
-    .bind(id)
-    .bind(changes.name)
-    .bind(changes.client_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE patient_apps SET invitation_url = COALESCE($2, invitation_url) WHERE client_pk = $1")
-        .bind(id)
-        .bind(changes.invitation_url)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE patient_apps SET invitation_url = COALESCE($2, invitation_url) WHERE client_pk = $1",
+        id,
+        changes.invitation_url,
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     get_client(pool, id).await
 }
@@ -166,8 +172,7 @@ pub async fn update_client(pool: &PgPool, id: i64, changes: &ClientChanges<'_>) 
 /// tokens. Removing an app is how an administrator revokes it, so nothing of it may outlive the row.
 pub async fn delete_client(pool: &PgPool, id: i64) -> Result<()> {
     let deleted =
-        sqlx::query("DELETE FROM oauth_clients c USING patient_apps a WHERE a.client_pk = c.id AND c.id = $1")
-            .bind(id)
+        sqlx::query!("DELETE FROM oauth_clients c USING patient_apps a WHERE a.client_pk = c.id AND c.id = $1", id)
             .execute(pool)
             .await?;
     if deleted.rows_affected() == 0 {
@@ -190,19 +195,20 @@ pub async fn client_data_sources(pool: &PgPool, client_pk: i64) -> Result<Vec<Da
 
 pub async fn add_client_data_source(pool: &PgPool, client_pk: i64, data_source_id: i64) -> Result<ClientDataSource> {
     get_client(pool, client_pk).await?;
-    let data_source_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM data_sources WHERE id = $1)")
-        .bind(data_source_id)
-        .fetch_one(pool)
-        .await?;
+    let data_source_exists =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM data_sources WHERE id = $1) AS "exists!""#, data_source_id)
+            .fetch_one(pool)
+            .await?;
     if !data_source_exists {
         return Err(Error::Invalid(format!("dataSourceId: data source {data_source_id} does not exist")));
     }
-    let row: Option<ClientDataSource> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        ClientDataSource,
         "INSERT INTO client_data_sources (client_pk, data_source_id) VALUES ($1, $2) ON CONFLICT DO NOTHING
          RETURNING id, client_pk AS client_id, data_source_id",
+        client_pk,
+        data_source_id,
     )
-    .bind(client_pk)
-    .bind(data_source_id)
     .fetch_optional(pool)
     .await?;
     row.ok_or_else(|| Error::Conflict(format!("client {client_pk} already has data source {data_source_id}")))
@@ -210,11 +216,13 @@ pub async fn add_client_data_source(pool: &PgPool, client_pk: i64, data_source_i
 
 pub async fn remove_client_data_source(pool: &PgPool, client_pk: i64, data_source_id: i64) -> Result<()> {
     get_client(pool, client_pk).await?;
-    let removed = sqlx::query("DELETE FROM client_data_sources WHERE client_pk = $1 AND data_source_id = $2")
-        .bind(client_pk)
-        .bind(data_source_id)
-        .execute(pool)
-        .await?;
+    let removed = sqlx::query!(
+        "DELETE FROM client_data_sources WHERE client_pk = $1 AND data_source_id = $2",
+        client_pk,
+        data_source_id,
+    )
+    .execute(pool)
+    .await?;
     if removed.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "ClientDataSource" });
     }
@@ -224,12 +232,15 @@ pub async fn remove_client_data_source(pool: &PgPool, client_pk: i64, data_sourc
 /// The patient apps of every study the patient is enrolled in (each once, by name), each with the patient's
 /// invitations to it, newest first.
 pub async fn consolidated_clients(pool: &PgPool, patient_id: i64) -> Result<Vec<ConsolidatedClient>> {
-    let clients: Vec<Client> = sqlx::query_as(AssertSqlSafe(format!(
-        "{CLIENT_SELECT} WHERE c.id IN (SELECT sc.client_pk FROM study_clients sc
+    let clients = sqlx::query_as!(
+        Client,
+        "SELECT c.id, c.name, c.client_id, a.invitation_url
+         FROM oauth_clients c JOIN patient_apps a ON a.client_pk = c.id
+         WHERE c.id IN (SELECT sc.client_pk FROM study_clients sc
              JOIN study_patients sp ON sp.study_id = sc.study_id WHERE sp.patient_id = $1)
-         ORDER BY c.name, c.id"
-    )))
-    .bind(patient_id)
+         ORDER BY c.name, c.id",
+        patient_id,
+    )
     .fetch_all(pool)
     .await?;
     let invitations = invitations_of_patient(pool, patient_id).await?;
@@ -251,10 +262,12 @@ pub async fn list_practitioner_clients(
     practitioner_id: i64,
     page: PageRequest,
 ) -> Result<Page<PractitionerClient>> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM practitioner_clients WHERE practitioner_id = $1")
-        .bind(practitioner_id)
-        .fetch_one(pool)
-        .await?;
+    let count = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM practitioner_clients WHERE practitioner_id = $1"#,
+        practitioner_id,
+    )
+    .fetch_one(pool)
+    .await?;
     let items = sqlx::query_as(AssertSqlSafe(format!(
         "{PRACTITIONER_CLIENT_SELECT} WHERE pc.practitioner_id = $1 ORDER BY pc.id LIMIT $2 OFFSET $3"
     )))
@@ -289,22 +302,22 @@ pub async fn create_practitioner_client(
     let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let secret_hash = hash_password(&secret)?;
     let mut tx = pool.begin().await?;
-    let client_pk: i64 = sqlx::query_scalar(
-        "INSERT INTO oauth_clients (client_id, client_secret_hash, name, client_type, grant_type, owner_user_id)
-         VALUES ($1, $2, $3, 'confidential', 'client-credentials', $4) RETURNING id",
+    let client_pk = sqlx::query_scalar!(
+        r#"INSERT INTO oauth_clients (client_id, client_secret_hash, name, client_type, grant_type, owner_user_id)
+         VALUES ($1, $2, $3, 'confidential', 'client-credentials', $4) RETURNING id AS "id!""#,
+        client_id,
+        secret_hash,
+        name,
+        owner_user_id,
     )
-    .bind(&client_id)
-    .bind(&secret_hash)
-    .bind(name)
-    .bind(owner_user_id)
     .fetch_one(&mut *tx)
     .await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO practitioner_clients (client_pk, practitioner_id, label) VALUES ($1, $2, $3) RETURNING id",
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO practitioner_clients (client_pk, practitioner_id, label) VALUES ($1, $2, $3) RETURNING id AS "id!""#,
+        client_pk,
+        practitioner_id,
+        label,
     )
-    .bind(client_pk)
-    .bind(practitioner_id)
-    .bind(label)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -319,12 +332,14 @@ pub async fn update_practitioner_client(
     id: i64,
     label: &str,
 ) -> Result<PractitionerClient> {
-    let updated = sqlx::query("UPDATE practitioner_clients SET label = $3 WHERE id = $1 AND practitioner_id = $2")
-        .bind(id)
-        .bind(practitioner_id)
-        .bind(label)
-        .execute(pool)
-        .await?;
+    let updated = sqlx::query!(
+        "UPDATE practitioner_clients SET label = $3 WHERE id = $1 AND practitioner_id = $2",
+        id,
+        practitioner_id,
+        label,
+    )
+    .execute(pool)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "PractitionerClient" });
     }
@@ -333,12 +348,12 @@ pub async fn update_practitioner_client(
 
 /// Deletes the API key's OAuth client, which takes the key row and every token issued to it along.
 pub async fn delete_practitioner_client(pool: &PgPool, practitioner_id: i64, id: i64) -> Result<()> {
-    let deleted = sqlx::query(
+    let deleted = sqlx::query!(
         "DELETE FROM oauth_clients c USING practitioner_clients pc
          WHERE pc.client_pk = c.id AND pc.id = $1 AND pc.practitioner_id = $2",
+        id,
+        practitioner_id,
     )
-    .bind(id)
-    .bind(practitioner_id)
     .execute(pool)
     .await?;
     if deleted.rows_affected() == 0 {

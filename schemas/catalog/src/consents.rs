@@ -124,14 +124,15 @@ struct RequestedScope {
 
 /// The consent view of a patient: studies ordered by id, codes by scope request id.
 pub async fn patient_consents(pool: &PgPool, patient: Patient) -> Result<PatientConsents> {
-    let consolidated_consented_scopes: Vec<CodeableConcept> = sqlx::query_as(
+    let consolidated_consented_scopes = sqlx::query_as!(
+        CodeableConcept,
         "SELECT c.id, c.coding_system, c.coding_code, c.text FROM codeable_concepts c
          WHERE EXISTS (SELECT 1 FROM study_patient_scope_consents spsc
                        JOIN study_patients sp ON sp.id = spsc.study_patient_id
                        WHERE spsc.scope_code_id = c.id AND spsc.consented AND sp.patient_id = $1)
          ORDER BY c.id",
+        patient.id,
     )
-    .bind(patient.id)
     .fetch_all(pool)
     .await?;
     let requested: Vec<RequestedScope> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -190,11 +191,11 @@ pub async fn patient_consents(pool: &PgPool, patient: Patient) -> Result<Patient
 
 /// Deletes every consent row of the patient (`?reset=true`, for development and tests); returns how many.
 pub async fn reset_patient_consents(pool: &PgPool, patient_id: i64) -> Result<u64> {
-    let deleted = sqlx::query(
+    let deleted = sqlx::query!(
         "DELETE FROM study_patient_scope_consents spsc USING study_patients sp
          WHERE sp.id = spsc.study_patient_id AND sp.patient_id = $1",
+        patient_id,
     )
-    .bind(patient_id)
     .execute(pool)
     .await?;
     Ok(deleted.rows_affected())
@@ -214,12 +215,13 @@ pub async fn write_patient_consents(
     for (study_index, study) in changes.iter().enumerate() {
         let study_path = format!("studyScopeConsents[{study_index}]");
         let study_id = study.study_id;
-        let study_patient_id: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM study_patients WHERE study_id = $1 AND patient_id = $2")
-                .bind(study_id)
-                .bind(patient_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let study_patient_id = sqlx::query_scalar!(
+            "SELECT id FROM study_patients WHERE study_id = $1 AND patient_id = $2",
+            study_id,
+            patient_id
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(study_patient_id) = study_patient_id else {
             return Err(Error::Invalid(format!(
                 "{study_path}.studyId: patient {patient_id} is not enrolled in study {study_id}"
@@ -228,12 +230,13 @@ pub async fn write_patient_consents(
         for (scope_index, scope) in study.scope_consents.iter().enumerate() {
             let path = format!("{study_path}.scopeConsents[{scope_index}]");
             let code = format!("{}|{}", scope.coding_system, scope.coding_code);
-            let code_id: Option<i64> =
-                sqlx::query_scalar("SELECT id FROM codeable_concepts WHERE coding_system = $1 AND coding_code = $2")
-                    .bind(&scope.coding_system)
-                    .bind(&scope.coding_code)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let code_id = sqlx::query_scalar!(
+                "SELECT id FROM codeable_concepts WHERE coding_system = $1 AND coding_code = $2",
+                scope.coding_system,
+                scope.coding_code,
+            )
+            .fetch_optional(&mut *tx)
+            .await?;
             let Some(code_id) = code_id else {
                 return Err(Error::Invalid(format!("{path}: unknown code {code} (codingSystem|codingCode)")));
             };
@@ -241,11 +244,12 @@ pub async fn write_patient_consents(
                 return Err(Error::Invalid(format!("{path}: code {code} is listed twice for study {study_id}")));
             }
             if write != ConsentWrite::Delete {
-                let requested: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM study_scope_requests WHERE study_id = $1 AND scope_code_id = $2)",
+                let requested = sqlx::query_scalar!(
+                    r#"SELECT EXISTS (SELECT 1 FROM study_scope_requests WHERE study_id = $1 AND scope_code_id = $2)
+                       AS "exists!""#,
+                    study_id,
+                    code_id,
                 )
-                .bind(study_id)
-                .bind(code_id)
                 .fetch_one(&mut *tx)
                 .await?;
                 if !requested {
@@ -259,34 +263,34 @@ pub async fn write_patient_consents(
             };
             let row: Option<i64> = match write {
                 ConsentWrite::Create => {
-                    sqlx::query_scalar(
-                        "INSERT INTO study_patient_scope_consents (study_patient_id, scope_code_id, consented, consented_time)
-                         VALUES ($1, $2, $3, now()) ON CONFLICT DO NOTHING RETURNING id",
+                    sqlx::query_scalar!(
+                        r#"INSERT INTO study_patient_scope_consents (study_patient_id, scope_code_id, consented, consented_time)
+                         VALUES ($1, $2, $3, now()) ON CONFLICT DO NOTHING RETURNING id AS "id!""#,
+                        study_patient_id,
+                        code_id,
+                        consented,
                     )
-                    .bind(study_patient_id)
-                    .bind(code_id)
-                    .bind(consented)
                     .fetch_optional(&mut *tx)
                     .await?
                 }
                 ConsentWrite::Update => {
-                    sqlx::query_scalar(
-                        "UPDATE study_patient_scope_consents SET consented = $3, consented_time = now()
-                         WHERE study_patient_id = $1 AND scope_code_id = $2 RETURNING id",
+                    sqlx::query_scalar!(
+                        r#"UPDATE study_patient_scope_consents SET consented = $3, consented_time = now()
+                         WHERE study_patient_id = $1 AND scope_code_id = $2 RETURNING id AS "id!""#,
+                        study_patient_id,
+                        code_id,
+                        consented,
                     )
-                    .bind(study_patient_id)
-                    .bind(code_id)
-                    .bind(consented)
                     .fetch_optional(&mut *tx)
                     .await?
                 }
                 ConsentWrite::Delete => {
-                    sqlx::query_scalar(
-                        "DELETE FROM study_patient_scope_consents WHERE study_patient_id = $1 AND scope_code_id = $2
-                         RETURNING id",
+                    sqlx::query_scalar!(
+                        r#"DELETE FROM study_patient_scope_consents WHERE study_patient_id = $1 AND scope_code_id = $2
+                         RETURNING id AS "id!""#,
+                        study_patient_id,
+                        code_id,
                     )
-                    .bind(study_patient_id)
-                    .bind(code_id)
                     .fetch_optional(&mut *tx)
                     .await?
                 }

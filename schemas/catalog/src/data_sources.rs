@@ -48,8 +48,6 @@ pub struct DataSourceSupportedScope {
     pub scope_code: CodeableConcept,
 }
 
-const CODE_COLUMNS: &str = "c.id, c.coding_system, c.coding_code, c.text";
-
 /// `d` is `data_sources`; supported scopes are ordered by text, as the reference does.
 pub(crate) const DATA_SOURCE_SELECT: &str = "SELECT d.id, d.name, d.type,
         COALESCE((SELECT jsonb_agg(jsonb_build_object('id', c.id, 'coding_system', c.coding_system,
@@ -60,7 +58,7 @@ pub(crate) const DATA_SOURCE_SELECT: &str = "SELECT d.id, d.name, d.type,
     FROM data_sources d";
 
 pub async fn list_data_sources(pool: &PgPool, page: PageRequest) -> Result<Page<DataSource>> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM data_sources").fetch_one(pool).await?;
+    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM data_sources"#).fetch_one(pool).await?;
     let items = sqlx::query_as(AssertSqlSafe(format!("{DATA_SOURCE_SELECT} ORDER BY d.name, d.id LIMIT $1 OFFSET $2")))
         .bind(page.limit())
         .bind(page.offset())
@@ -79,22 +77,24 @@ pub async fn get_data_source(pool: &PgPool, id: i64) -> Result<DataSource> {
 
 /// `kind` must already be a valid `data_sources.type` code.
 pub async fn create_data_source(pool: &PgPool, name: &str, kind: &str) -> Result<DataSource> {
-    let id: i64 = sqlx::query_scalar("INSERT INTO data_sources (name, type) VALUES ($1, $2) RETURNING id")
-        .bind(name)
-        .bind(kind)
-        .fetch_one(pool)
-        .await?;
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO data_sources (name, type) VALUES ($1, $2) RETURNING id AS "id!""#,
+        name,
+        kind
+    )
+    .fetch_one(pool)
+    .await?;
     get_data_source(pool, id).await
 }
 
 pub async fn update_data_source(pool: &PgPool, id: i64, name: Option<&str>, kind: Option<&str>) -> Result<DataSource> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE data_sources SET name = COALESCE($2, name), type = COALESCE($3, type), last_updated = now()
          WHERE id = $1",
+        id,
+        name,
+        kind,
     )
-    .bind(id)
-    .bind(name)
-    .bind(kind)
     .execute(pool)
     .await?;
     if updated.rows_affected() == 0 {
@@ -109,38 +109,40 @@ pub async fn update_data_source(pool: &PgPool, id: i64, name: Option<&str>, kind
 pub async fn delete_data_source(pool: &PgPool, id: i64) -> Result<()> {
     let mut tx = pool.begin().await?;
     // the row lock makes a concurrent link to a study wait until this delete has decided
-    let locked: Option<i64> = sqlx::query_scalar("SELECT id FROM data_sources WHERE id = $1 FOR UPDATE")
-        .bind(id)
+    let locked = sqlx::query_scalar!("SELECT id FROM data_sources WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(&mut *tx)
         .await?;
     if locked.is_none() {
         return Err(Error::NotFound { entity: "DataSource" });
     }
-    let studies: Vec<(i64, String)> = sqlx::query_as(
+    let studies = sqlx::query!(
         "SELECT s.id, s.name FROM study_data_sources sd JOIN studies s ON s.id = sd.study_id
          WHERE sd.data_source_id = $1 ORDER BY s.id",
+        id,
     )
-    .bind(id)
     .fetch_all(&mut *tx)
     .await?;
     if !studies.is_empty() {
-        let names: Vec<String> = studies.iter().map(|(study, name)| format!("{name} ({study})")).collect();
+        let names: Vec<String> = studies.iter().map(|study| format!("{} ({})", study.name, study.id)).collect();
         return Err(Error::Conflict(format!(
             "data source {id} is used by the studies {}; remove it from them first \
              (DELETE /api/v1/studies/{{id}}/data_sources)",
             names.join(", ")
         )));
     }
-    sqlx::query("DELETE FROM data_sources WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query!("DELETE FROM data_sources WHERE id = $1", id).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// Every scope code, ordered by text.
 pub async fn all_scope_codes(pool: &PgPool) -> Result<Vec<CodeableConcept>> {
-    Ok(sqlx::query_as(AssertSqlSafe(format!("SELECT {CODE_COLUMNS} FROM codeable_concepts c ORDER BY c.text, c.id")))
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_as!(
+        CodeableConcept,
+        "SELECT c.id, c.coding_system, c.coding_code, c.text FROM codeable_concepts c ORDER BY c.text, c.id"
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 const SUPPORTED_SCOPE_SELECT: &str = "SELECT s.id,
@@ -167,19 +169,21 @@ pub async fn add_supported_scope(
     scope_code_id: i64,
 ) -> Result<DataSourceSupportedScope> {
     get_data_source(pool, data_source_id).await?;
-    let code_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM codeable_concepts WHERE id = $1)")
-        .bind(scope_code_id)
-        .fetch_one(pool)
-        .await?;
+    let code_exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM codeable_concepts WHERE id = $1) AS "exists!""#,
+        scope_code_id
+    )
+    .fetch_one(pool)
+    .await?;
     if !code_exists {
         return Err(Error::Invalid(format!("scopeCodeId: scope code {scope_code_id} does not exist")));
     }
-    let id: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO data_source_supported_scopes (data_source_id, scope_code_id) VALUES ($1, $2)
-         ON CONFLICT DO NOTHING RETURNING id",
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO data_source_supported_scopes (data_source_id, scope_code_id) VALUES ($1, $2)
+         ON CONFLICT DO NOTHING RETURNING id AS "id!""#,
+        data_source_id,
+        scope_code_id,
     )
-    .bind(data_source_id)
-    .bind(scope_code_id)
     .fetch_optional(pool)
     .await?;
     let Some(id) = id else {
@@ -195,12 +199,13 @@ pub async fn add_supported_scope(
 
 pub async fn remove_supported_scope(pool: &PgPool, data_source_id: i64, scope_code_id: i64) -> Result<()> {
     get_data_source(pool, data_source_id).await?;
-    let removed =
-        sqlx::query("DELETE FROM data_source_supported_scopes WHERE data_source_id = $1 AND scope_code_id = $2")
-            .bind(data_source_id)
-            .bind(scope_code_id)
-            .execute(pool)
-            .await?;
+    let removed = sqlx::query!(
+        "DELETE FROM data_source_supported_scopes WHERE data_source_id = $1 AND scope_code_id = $2",
+        data_source_id,
+        scope_code_id,
+    )
+    .execute(pool)
+    .await?;
     if removed.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "DataSourceSupportedScope" });
     }

@@ -104,53 +104,63 @@ pub async fn invitations_of_patient(pool: &PgPool, patient_id: i64) -> Result<Ve
 /// client become `reissued` in the same transaction, so only the newest link works.
 pub async fn issue_invitation(pool: &PgPool, patient_id: i64, client_pk: i64) -> Result<IssuedInvitation> {
     let mut tx = pool.begin().await?;
-    let patient_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1)")
-        .bind(patient_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let patient_exists =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM patients WHERE id = $1) AS "exists!""#, patient_id)
+            .fetch_one(&mut *tx)
+            .await?;
     if !patient_exists {
         return Err(Error::Invalid(format!("patientId: patient {patient_id} does not exist")));
     }
-    let client: Option<(i64, Option<String>)> = sqlx::query_as(
-        "SELECT c.id, a.invitation_url FROM oauth_clients c LEFT JOIN patient_apps a ON a.client_pk = c.id
-         WHERE c.id = $1",
+    // `None`: no such client; `Some(None)`: a client that is not a patient app
+    let client: Option<Option<String>> = sqlx::query_scalar!(
+        r#"SELECT a.invitation_url AS "invitation_url?" FROM oauth_clients c
+         LEFT JOIN patient_apps a ON a.client_pk = c.id WHERE c.id = $1"#,
+        client_pk,
     )
-    .bind(client_pk)
     .fetch_optional(&mut *tx)
     .await?;
     let invitation_url = match client {
         None => return Err(Error::Invalid(format!("client_id: client {client_pk} does not exist"))),
-        Some((_, None)) => {
+        Some(None) => {
             return Err(Error::Invalid(format!(
                 "client_id: client {client_pk} is not a patient app (it has no invitation URL); \
                  pick one of GET /api/v1/clients"
             )));
         }
-        Some((_, Some(url))) => url,
+        Some(Some(url)) => url,
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE patient_invitations SET status = $3, last_updated = now()
          WHERE patient_id = $1 AND client_pk = $2 AND status = $4",
+        patient_id,
+        client_pk,
+        InvitationStatus::Reissued.as_str(),
+        InvitationStatus::Issued.as_str(),
     )
-    .bind(patient_id)
-    .bind(client_pk)
-    .bind(InvitationStatus::Reissued.as_str())
-    .bind(InvitationStatus::Issued.as_str())
     .execute(&mut *tx)
     .await?;
     let token = Alphanumeric.sample_string(&mut rand::rng(), INVITATION_TOKEN_LENGTH);
-    let mut invitation: Invitation = sqlx::query_as(
+    let row = sqlx::query!(
         "INSERT INTO patient_invitations AS i (patient_id, client_pk, token_hash, status) VALUES ($1, $2, $3, $4)
          RETURNING i.id, i.patient_id, i.client_pk AS client_id, i.token_hash, i.status, i.last_updated",
+        patient_id,
+        client_pk,
+        invitation_token_hash(&token),
+        InvitationStatus::Issued.as_str(),
     )
-    .bind(patient_id)
-    .bind(client_pk)
-    .bind(invitation_token_hash(&token))
-    .bind(InvitationStatus::Issued.as_str())
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    invitation.token = Some(token);
+    let invitation = Invitation {
+        id: row.id,
+        patient_id: row.patient_id,
+        client_id: row.client_id,
+        token_hash: row.token_hash,
+        token: Some(token),
+        status: row.status,
+        last_updated: row.last_updated,
+        invitation_link: None,
+    };
     Ok(IssuedInvitation { invitation, invitation_url })
 }
 

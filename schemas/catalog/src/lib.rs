@@ -61,10 +61,10 @@ pub async fn create_database_if_missing(database_url: &str) -> Result<bool> {
         return Err(Error::InvalidDatabaseUrl { reason: "it names no database".into() });
     };
     let mut admin = options.database("postgres").connect().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&database)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#, database)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let quoted = database.replace('"', "\"\"");
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\""))).execute(&mut admin).await?;
@@ -81,6 +81,6 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 
 /// Whether the control plane holds no users yet (a fresh database that `jhe dev` seeds).
 pub async fn is_empty(pool: &PgPool) -> Result<bool> {
-    let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users)").fetch_one(pool).await?;
+    let any = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users) AS "exists!""#).fetch_one(pool).await?;
     Ok(!any)
 }

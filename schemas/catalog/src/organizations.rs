@@ -60,11 +60,12 @@ pub struct Membership {
 const ORGANIZATION_COLUMNS: &str = "id, name, type, part_of";
 
 pub async fn list_organizations(pool: &PgPool, part_of: Option<i64>, page: PageRequest) -> Result<Page<Organization>> {
-    let count: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM organizations WHERE ($1::bigint IS NULL OR part_of = $1)")
-            .bind(part_of)
-            .fetch_one(pool)
-            .await?;
+    let count = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM organizations WHERE ($1::bigint IS NULL OR part_of = $1)"#,
+        part_of,
+    )
+    .fetch_one(pool)
+    .await?;
     let items = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE ($1::bigint IS NULL OR part_of = $1)
          ORDER BY name, id LIMIT $2 OFFSET $3"
@@ -94,10 +95,10 @@ pub async fn create_organization(
     creator_practitioner_id: Option<i64>,
 ) -> Result<Organization> {
     let mut tx = pool.begin().await?;
-    let parent_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(part_of)
-        .fetch_one(&mut *tx)
-        .await?;
+    let parent_exists =
+        sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1) AS "exists!""#, part_of)
+            .fetch_one(&mut *tx)
+            .await?;
     if !parent_exists {
         return Err(Error::Invalid(format!("partOf: organization {part_of} does not exist")));
     }
@@ -110,11 +111,11 @@ pub async fn create_organization(
     .fetch_one(&mut *tx)
     .await?;
     if let (Some(practitioner_id), true) = (creator_practitioner_id, part_of != ROOT_ORGANIZATION_ID) {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO practitioner_organizations (practitioner_id, organization_id, role) VALUES ($1, $2, 'manager')",
+            practitioner_id,
+            organization.id,
         )
-        .bind(practitioner_id)
-        .bind(organization.id)
         .execute(&mut *tx)
         .await?;
     }
@@ -145,7 +146,7 @@ pub async fn delete_organization(pool: &PgPool, id: i64) -> Result<()> {
     if id == ROOT_ORGANIZATION_ID {
         return Err(Error::Invalid("the ROOT organization cannot be deleted".into()));
     }
-    let deleted = sqlx::query("DELETE FROM organizations WHERE id = $1").bind(id).execute(pool).await?;
+    let deleted = sqlx::query!("DELETE FROM organizations WHERE id = $1", id).execute(pool).await?;
     if deleted.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "Organization" });
     }
@@ -154,18 +155,28 @@ pub async fn delete_organization(pool: &PgPool, id: i64) -> Result<()> {
 
 /// The organization with all its descendants in `children`, each level ordered by name.
 pub async fn organization_tree(pool: &PgPool, id: i64) -> Result<Organization> {
-    let rows: Vec<Organization> = sqlx::query_as(
-        "WITH RECURSIVE tree AS (
+    let rows: Vec<Organization> = sqlx::query!(
+        r#"WITH RECURSIVE tree AS (
              SELECT id, name, type, part_of FROM organizations WHERE id = $1
              UNION ALL
              SELECT o.id, o.name, o.type, o.part_of FROM organizations o JOIN tree t ON o.part_of = t.id
                  WHERE o.id <> 0
          )
-         SELECT id, name, type, part_of FROM tree ORDER BY name, id",
+         SELECT id AS "id!", name AS "name!", type AS "kind!", part_of FROM tree ORDER BY name, id"#,
+        id,
     )
-    .bind(id)
     .fetch_all(pool)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| Organization {
+        id: row.id,
+        name: row.name,
+        kind: row.kind,
+        part_of: row.part_of,
+        current_user_role: None,
+        children: Vec::new(),
+    })
+    .collect();
     let Some(root) = rows.iter().find(|o| o.id == id).cloned() else {
         return Err(Error::NotFound { entity: "Organization" });
     };
@@ -184,14 +195,15 @@ fn attach_children(mut node: Organization, all: &[Organization]) -> Organization
 /// Practitioners of an organization with their role there, ordered by id.
 pub async fn organization_users(pool: &PgPool, organization_id: i64) -> Result<Vec<OrganizationUser>> {
     get_organization(pool, organization_id).await?;
-    let users = sqlx::query_as(
+    let users = sqlx::query_as!(
+        OrganizationUser,
         "SELECT u.id, u.email, u.first_name, u.last_name, po.role
          FROM practitioner_organizations po
          JOIN practitioners p ON p.id = po.practitioner_id
          JOIN users u ON u.id = p.user_id
          WHERE po.organization_id = $1 ORDER BY u.id",
+        organization_id,
     )
-    .bind(organization_id)
     .fetch_all(pool)
     .await?;
     Ok(users)
@@ -208,35 +220,33 @@ pub async fn upsert_membership(
     if organization_id == ROOT_ORGANIZATION_ID {
         return Err(Error::Invalid("practitioners cannot be members of the ROOT organization".into()));
     }
-    let practitioner_id: Option<i64> = sqlx::query_scalar("SELECT id FROM practitioners WHERE user_id = $1")
-        .bind(user_id)
-        .fetch_optional(pool)
-        .await?;
+    let practitioner_id =
+        sqlx::query_scalar!("SELECT id FROM practitioners WHERE user_id = $1", user_id).fetch_optional(pool).await?;
     let Some(practitioner_id) = practitioner_id else {
         return Err(Error::NotFound { entity: "Practitioner" });
     };
-    let (id, created): (i64, bool) = sqlx::query_as(
-        "INSERT INTO practitioner_organizations (practitioner_id, organization_id, role) VALUES ($1, $2, $3)
+    let row = sqlx::query!(
+        r#"INSERT INTO practitioner_organizations (practitioner_id, organization_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (practitioner_id, organization_id) DO UPDATE SET role = EXCLUDED.role
-         RETURNING id, (xmax = 0) AS created",
+         RETURNING id AS "id!", (xmax = 0) AS "created!""#,
+        practitioner_id,
+        organization_id,
+        role.as_str(),
     )
-    .bind(practitioner_id)
-    .bind(organization_id)
-    .bind(role.as_str())
     .fetch_one(pool)
     .await?;
     let practitioner = crate::people::get_practitioner(pool, practitioner_id).await?;
-    Ok((Membership { id, organization, practitioner, role: role.as_str().to_owned() }, created))
+    Ok((Membership { id: row.id, organization, practitioner, role: role.as_str().to_owned() }, row.created))
 }
 
 /// Removes the practitioner behind `user_id` from the organization.
 pub async fn remove_membership(pool: &PgPool, organization_id: i64, user_id: i64) -> Result<()> {
-    let removed = sqlx::query(
+    let removed = sqlx::query!(
         "DELETE FROM practitioner_organizations po USING practitioners p
          WHERE po.practitioner_id = p.id AND p.user_id = $1 AND po.organization_id = $2",
+        user_id,
+        organization_id,
     )
-    .bind(user_id)
-    .bind(organization_id)
     .execute(pool)
     .await?;
     if removed.rows_affected() == 0 {
@@ -247,24 +257,24 @@ pub async fn remove_membership(pool: &PgPool, organization_id: i64, user_id: i64
 
 /// The organizations a user is a practitioner member of, with the role as `current_user_role`.
 pub async fn organizations_of_user(pool: &PgPool, user_id: i64) -> Result<Vec<Organization>> {
-    let rows: Vec<(i64, String, String, Option<i64>, String)> = sqlx::query_as(
-        "SELECT o.id, o.name, o.type, o.part_of, po.role
+    let rows = sqlx::query!(
+        "SELECT o.id, o.name, o.type AS kind, o.part_of, po.role
          FROM practitioner_organizations po
          JOIN practitioners p ON p.id = po.practitioner_id
          JOIN organizations o ON o.id = po.organization_id
          WHERE p.user_id = $1 ORDER BY o.name, o.id",
+        user_id,
     )
-    .bind(user_id)
     .fetch_all(pool)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, name, kind, part_of, role)| Organization {
-            id,
-            name,
-            kind,
-            part_of,
-            current_user_role: Some(role),
+        .map(|row| Organization {
+            id: row.id,
+            name: row.name,
+            kind: row.kind,
+            part_of: row.part_of,
+            current_user_role: Some(row.role),
             children: Vec::new(),
         })
         .collect())

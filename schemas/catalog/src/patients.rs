@@ -171,12 +171,13 @@ async fn check_identifiers_free(
         if system.trim().is_empty() || value.trim().is_empty() {
             return Err(Error::Invalid("identifiers: each identifier needs a non-empty system and value".into()));
         }
-        let owner: Option<i64> =
-            sqlx::query_scalar("SELECT patient_id FROM patient_identifiers WHERE system = $1 AND value = $2")
-                .bind(system)
-                .bind(value)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let owner = sqlx::query_scalar!(
+            "SELECT patient_id FROM patient_identifiers WHERE system = $1 AND value = $2",
+            system,
+            value,
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         if owner.is_some() && owner != except_patient {
             return Err(Error::Invalid(format!(
                 "The external identifier {system}|{value} is already in use by another patient."
@@ -198,12 +199,14 @@ async fn insert_identifiers(
     identifiers: &[(String, String)],
 ) -> Result<()> {
     for (system, value) in identifiers {
-        sqlx::query("INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3)")
-            .bind(patient_id)
-            .bind(system)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3)",
+            patient_id,
+            system,
+            value,
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }
@@ -211,19 +214,20 @@ async fn insert_identifiers(
 /// Creates a patient in an organization, reusing the user account with that email if one exists.
 pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> {
     let mut tx = pool.begin().await?;
-    let org_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0)")
-        .bind(new.organization_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let org_exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
+        new.organization_id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !org_exists {
         return Err(Error::Invalid(format!("organizationId: organization {} does not exist", new.organization_id)));
     }
     check_identifiers_free(&mut tx, &new.identifiers, None).await?;
-    let existing: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT id, user_type FROM users WHERE lower(email) = lower($1)")
-            .bind(&new.telecom_email)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing = sqlx::query!("SELECT id, user_type FROM users WHERE lower(email) = lower($1)", new.telecom_email)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| (row.id, row.user_type));
     let user_id = match existing {
         Some((_, Some(kind))) if kind == "practitioner" => {
             return Err(Error::Conflict(format!(
@@ -232,10 +236,10 @@ pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> 
             )));
         }
         Some((id, _)) => {
-            let has_patient: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM patients WHERE user_id = $1)")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let has_patient =
+                sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM patients WHERE user_id = $1) AS "exists!""#, id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             if has_patient {
                 return Err(Error::Conflict(format!(
                     "a patient with the email {} already exists; add them to this organization instead \
@@ -243,34 +247,39 @@ pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> 
                     new.telecom_email
                 )));
             }
-            sqlx::query("UPDATE users SET user_type = 'patient' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query!("UPDATE users SET user_type = 'patient' WHERE id = $1", id).execute(&mut *tx).await?;
             id
         }
-        None => sqlx::query_scalar(
-            "INSERT INTO users (email, first_name, last_name, user_type) VALUES ($1, $2, $3, 'patient') RETURNING id",
-        )
-        .bind(&new.telecom_email)
-        .bind(new.name_given.as_deref().unwrap_or(""))
-        .bind(new.name_family.as_deref().unwrap_or(""))
-        .fetch_one(&mut *tx)
-        .await?,
+        None => {
+            sqlx::query_scalar!(
+                r#"INSERT INTO users (email, first_name, last_name, user_type) VALUES ($1, $2, $3, 'patient')
+             RETURNING id AS "id!""#,
+                new.telecom_email,
+                new.name_given.as_deref().unwrap_or(""),
+                new.name_family.as_deref().unwrap_or(""),
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
     };
-    let patient_id: i64 = sqlx::query_scalar(
-        "INSERT INTO patients (user_id, name_family, name_given, birth_date, telecom_phone)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    let patient_id = sqlx::query_scalar!(
+        r#"INSERT INTO patients (user_id, name_family, name_given, birth_date, telecom_phone)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id AS "id!""#,
+        user_id,
+        new.name_family,
+        new.name_given,
+        new.birth_date,
+        new.telecom_phone,
     )
-    .bind(user_id)
-    .bind(&new.name_family)
-    .bind(&new.name_given)
-    .bind(new.birth_date)
-    .bind(&new.telecom_phone)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO patient_organizations (patient_id, organization_id) VALUES ($1, $2)")
-        .bind(patient_id)
-        .bind(new.organization_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO patient_organizations (patient_id, organization_id) VALUES ($1, $2)",
+        patient_id,
+        new.organization_id,
+    )
+    .execute(&mut *tx)
+    .await?;
     insert_identifiers(&mut tx, patient_id, &new.identifiers).await?;
     tx.commit().await?;
     get_patient(pool, patient_id).await
@@ -278,14 +287,13 @@ pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> 
 
 pub async fn update_patient(pool: &PgPool, id: i64, changes: &PatientChanges) -> Result<Patient> {
     let mut tx = pool.begin().await?;
-    let user_id: Option<Option<i64>> = sqlx::query_scalar("SELECT user_id FROM patients WHERE id = $1 FOR UPDATE")
-        .bind(id)
+    let user_id: Option<Option<i64>> = sqlx::query_scalar!("SELECT user_id FROM patients WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(user_id) = user_id else {
         return Err(Error::NotFound { entity: "Patient" });
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE patients SET
             name_family = CASE WHEN $2 THEN $3 ELSE name_family END,
             name_given = CASE WHEN $4 THEN $5 ELSE name_given END,
@@ -293,33 +301,34 @@ pub async fn update_patient(pool: &PgPool, id: i64, changes: &PatientChanges) ->
             telecom_phone = CASE WHEN $8 THEN $9 ELSE telecom_phone END,
             last_updated = now()
          WHERE id = $1",
+        id,
+        changes.name_family.is_some(),
+        changes.name_family.clone().flatten(),
+        changes.name_given.is_some(),
+        changes.name_given.clone().flatten(),
+        changes.birth_date.is_some(),
+        changes.birth_date.flatten(),
+        changes.telecom_phone.is_some(),
+        changes.telecom_phone.clone().flatten(),
     )
-    .bind(id)
-    .bind(changes.name_family.is_some())
-    .bind(changes.name_family.clone().flatten())
-    .bind(changes.name_given.is_some())
-    .bind(changes.name_given.clone().flatten())
-    .bind(changes.birth_date.is_some())
-    .bind(changes.birth_date.flatten())
-    .bind(changes.telecom_phone.is_some())
-    .bind(changes.telecom_phone.clone().flatten())
     .execute(&mut *tx)
     .await?;
     if let (Some(email), Some(user_id)) = (&changes.telecom_email, user_id) {
-        let taken: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id <> $2)")
-                .bind(email)
-                .bind(user_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let taken = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1) AND id <> $2) AS "exists!""#,
+            email,
+            user_id,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         if taken {
             return Err(Error::Conflict(format!("telecomEmail: {email} is already used by another account")));
         }
-        sqlx::query("UPDATE users SET email = $2 WHERE id = $1").bind(user_id).bind(email).execute(&mut *tx).await?;
+        sqlx::query!("UPDATE users SET email = $2 WHERE id = $1", user_id, email).execute(&mut *tx).await?;
     }
     if let Some(identifiers) = &changes.identifiers {
         check_identifiers_free(&mut tx, identifiers, Some(id)).await?;
-        sqlx::query("DELETE FROM patient_identifiers WHERE patient_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query!("DELETE FROM patient_identifiers WHERE patient_id = $1", id).execute(&mut *tx).await?;
         insert_identifiers(&mut tx, id, identifiers).await?;
     }
     tx.commit().await?;
@@ -330,40 +339,44 @@ pub async fn update_patient(pool: &PgPool, id: i64, changes: &PatientChanges) ->
 /// A patient left in no organization is deleted with their account. Returns whether the patient was deleted.
 pub async fn remove_patient_from_organization(pool: &PgPool, patient_id: i64, organization_id: i64) -> Result<bool> {
     let mut tx = pool.begin().await?;
-    let removed = sqlx::query("DELETE FROM patient_organizations WHERE patient_id = $1 AND organization_id = $2")
-        .bind(patient_id)
-        .bind(organization_id)
-        .execute(&mut *tx)
-        .await?;
+    let removed = sqlx::query!(
+        "DELETE FROM patient_organizations WHERE patient_id = $1 AND organization_id = $2",
+        patient_id,
+        organization_id,
+    )
+    .execute(&mut *tx)
+    .await?;
     if removed.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "PatientOrganization" });
     }
     // consents cascade from the enrolment rows
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM study_patients sp USING studies s
          WHERE sp.study_id = s.id AND sp.patient_id = $1 AND s.organization_id = $2",
+        patient_id,
+        organization_id,
     )
-    .bind(patient_id)
-    .bind(organization_id)
     .execute(&mut *tx)
     .await?;
-    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM patient_organizations WHERE patient_id = $1")
-        .bind(patient_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let remaining = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM patient_organizations WHERE patient_id = $1"#,
+        patient_id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let deleted = remaining == 0;
     if deleted {
         // the user row cascades to the patient row; a patient without a user is deleted directly
-        let user_id: Option<i64> = sqlx::query_scalar("DELETE FROM patients WHERE id = $1 RETURNING user_id")
-            .bind(patient_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let user_id: Option<i64> =
+            sqlx::query_scalar!("DELETE FROM patients WHERE id = $1 RETURNING user_id", patient_id)
+                .fetch_one(&mut *tx)
+                .await?;
         if let Some(user_id) = user_id {
-            sqlx::query(
+            sqlx::query!(
                 "DELETE FROM users WHERE id = $1 AND is_superuser = FALSE
                    AND NOT EXISTS (SELECT 1 FROM practitioners WHERE user_id = $1)",
+                user_id,
             )
-            .bind(user_id)
             .execute(&mut *tx)
             .await?;
         }
@@ -375,18 +388,20 @@ pub async fn remove_patient_from_organization(pool: &PgPool, patient_id: i64, or
 /// Adds an existing patient to an organization.
 pub async fn add_patient_to_organization(pool: &PgPool, patient_id: i64, organization_id: i64) -> Result<Patient> {
     get_patient(pool, patient_id).await?;
-    let org_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0)")
-        .bind(organization_id)
-        .fetch_one(pool)
-        .await?;
+    let org_exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
+        organization_id,
+    )
+    .fetch_one(pool)
+    .await?;
     if !org_exists {
         return Err(Error::Invalid(format!("organizationId: organization {organization_id} does not exist")));
     }
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO patient_organizations (patient_id, organization_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        patient_id,
+        organization_id,
     )
-    .bind(patient_id)
-    .bind(organization_id)
     .execute(pool)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -397,8 +412,10 @@ pub async fn add_patient_to_organization(pool: &PgPool, patient_id: i64, organiz
 
 /// Organization ids a patient belongs to.
 pub async fn patient_organization_ids(pool: &PgPool, patient_id: i64) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar("SELECT organization_id FROM patient_organizations WHERE patient_id = $1 ORDER BY 1")
-        .bind(patient_id)
-        .fetch_all(pool)
-        .await?)
+    Ok(sqlx::query_scalar!(
+        "SELECT organization_id FROM patient_organizations WHERE patient_id = $1 ORDER BY 1",
+        patient_id
+    )
+    .fetch_all(pool)
+    .await?)
 }

@@ -117,42 +117,48 @@ pub async fn create_user(pool: &PgPool, new: &NewUser) -> Result<User> {
         None => String::new(),
     };
     let mut tx = pool.begin().await?;
-    let taken: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1))")
-        .bind(&new.email)
-        .fetch_one(&mut *tx)
-        .await?;
+    let taken = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM users WHERE lower(email) = lower($1)) AS "exists!""#,
+        new.email,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if taken {
         return Err(Error::Conflict(format!("a user with the email {} already exists", new.email)));
     }
     let user_type = if new.is_superuser { Some("practitioner".to_owned()) } else { new.user_type.clone() };
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO users (email, password, first_name, last_name, user_type, is_superuser, is_staff)
-         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id",
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO users (email, password, first_name, last_name, user_type, is_superuser, is_staff)
+         VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id AS "id!""#,
+        new.email,
+        password,
+        new.first_name,
+        new.last_name,
+        user_type,
+        new.is_superuser,
     )
-    .bind(&new.email)
-    .bind(&password)
-    .bind(&new.first_name)
-    .bind(&new.last_name)
-    .bind(&user_type)
-    .bind(new.is_superuser)
     .fetch_one(&mut *tx)
     .await?;
     match user_type.as_deref() {
         Some("practitioner") => {
-            sqlx::query("INSERT INTO practitioners (user_id, name_family, name_given) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(&new.last_name)
-                .bind(&new.first_name)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO practitioners (user_id, name_family, name_given) VALUES ($1, $2, $3)",
+                id,
+                new.last_name,
+                new.first_name,
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         Some("patient") => {
-            sqlx::query("INSERT INTO patients (user_id, name_family, name_given) VALUES ($1, $2, $3)")
-                .bind(id)
-                .bind(&new.last_name)
-                .bind(&new.first_name)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!(
+                "INSERT INTO patients (user_id, name_family, name_given) VALUES ($1, $2, $3)",
+                id,
+                new.last_name,
+                new.first_name,
+            )
+            .execute(&mut *tx)
+            .await?;
         }
         _ => {}
     }
@@ -171,16 +177,16 @@ pub struct UserChanges {
 
 pub async fn update_user(pool: &PgPool, id: i64, changes: &UserChanges) -> Result<User> {
     let password = changes.password.as_deref().map(hash_password).transpose()?;
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE users SET first_name = COALESCE($2, first_name), last_name = COALESCE($3, last_name),
              is_superuser = COALESCE($4, is_superuser), password = COALESCE($5, password)
          WHERE id = $1",
+        id,
+        changes.first_name,
+        changes.last_name,
+        changes.is_superuser,
+        password,
     )
-    .bind(id)
-    .bind(&changes.first_name)
-    .bind(&changes.last_name)
-    .bind(changes.is_superuser)
-    .bind(password)
     .execute(pool)
     .await?;
     if updated.rows_affected() == 0 {
@@ -192,8 +198,8 @@ pub async fn update_user(pool: &PgPool, id: i64, changes: &UserChanges) -> Resul
 /// Deletes a user with their profiles, tokens and owned clients.
 pub async fn delete_user(pool: &PgPool, id: i64) -> Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM oauth_clients WHERE owner_user_id = $1").bind(id).execute(&mut *tx).await?;
-    let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    sqlx::query!("DELETE FROM oauth_clients WHERE owner_user_id = $1", id).execute(&mut *tx).await?;
+    let deleted = sqlx::query!("DELETE FROM users WHERE id = $1", id).execute(&mut *tx).await?;
     if deleted.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "JheUser" });
     }
@@ -203,10 +209,10 @@ pub async fn delete_user(pool: &PgPool, id: i64) -> Result<()> {
 
 /// The practitioner's UI settings (sticky organization/study), a JSON object.
 pub async fn practitioner_settings(pool: &PgPool, practitioner_id: i64) -> Result<serde_json::Value> {
-    let settings: Option<serde_json::Value> = sqlx::query_scalar("SELECT settings FROM practitioners WHERE id = $1")
-        .bind(practitioner_id)
-        .fetch_optional(pool)
-        .await?;
+    let settings: Option<serde_json::Value> =
+        sqlx::query_scalar!("SELECT settings FROM practitioners WHERE id = $1", practitioner_id)
+            .fetch_optional(pool)
+            .await?;
     Ok(settings.unwrap_or_else(|| serde_json::json!({})))
 }
 
@@ -220,20 +226,20 @@ pub async fn remember_practitioner_settings(
 ) -> Result<()> {
     let remove: Vec<String> = remove.iter().map(|k| (*k).to_owned()).collect();
     // list endpoints call this on every request: skip the write (and its WAL flush) when nothing changes
-    sqlx::query(
+    sqlx::query!(
         "UPDATE practitioners SET settings = (settings || $2::jsonb) - $3::text[]
          WHERE id = $1 AND settings IS DISTINCT FROM (settings || $2::jsonb) - $3::text[]",
+        practitioner_id,
+        set,
+        remove.as_slice(),
     )
-    .bind(practitioner_id)
-    .bind(set)
-    .bind(remove)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 pub async fn list_practitioners(pool: &PgPool, page: PageRequest) -> Result<Page<Practitioner>> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM practitioners").fetch_one(pool).await?;
+    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM practitioners"#).fetch_one(pool).await?;
     let items = sqlx::query_as(AssertSqlSafe(format!("{PRACTITIONER_SELECT} ORDER BY pr.id LIMIT $1 OFFSET $2")))
         .bind(page.limit())
         .bind(page.offset())
@@ -259,54 +265,57 @@ pub async fn create_practitioner(
     organization_id: Option<i64>,
 ) -> Result<Practitioner> {
     let mut tx = pool.begin().await?;
-    let existing: Option<(i64, Option<String>)> =
-        sqlx::query_as("SELECT id, user_type FROM users WHERE lower(email) = lower($1)")
-            .bind(email)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing = sqlx::query!("SELECT id, user_type FROM users WHERE lower(email) = lower($1)", email)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| (row.id, row.user_type));
     let user_id = match existing {
         Some((_, Some(kind))) if kind == "patient" => {
             return Err(Error::Conflict(format!("{email} belongs to a patient account")));
         }
         Some((id, _)) => {
-            sqlx::query("UPDATE users SET user_type = 'practitioner' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            sqlx::query!("UPDATE users SET user_type = 'practitioner' WHERE id = $1", id).execute(&mut *tx).await?;
             id
         }
-        None => sqlx::query_scalar(
-            "INSERT INTO users (email, first_name, last_name, user_type) VALUES ($1, $2, $3, 'practitioner') RETURNING id",
-        )
-        .bind(email)
-        .bind(name_given.unwrap_or(""))
-        .bind(name_family.unwrap_or(""))
-        .fetch_one(&mut *tx)
-        .await?,
+        None => {
+            sqlx::query_scalar!(
+                r#"INSERT INTO users (email, first_name, last_name, user_type) VALUES ($1, $2, $3, 'practitioner')
+             RETURNING id AS "id!""#,
+                email,
+                name_given.unwrap_or(""),
+                name_family.unwrap_or(""),
+            )
+            .fetch_one(&mut *tx)
+            .await?
+        }
     };
-    let practitioner_id: i64 = sqlx::query_scalar(
-        "INSERT INTO practitioners (user_id, name_family, name_given) VALUES ($1, $2, $3)
+    let practitioner_id = sqlx::query_scalar!(
+        r#"INSERT INTO practitioners (user_id, name_family, name_given) VALUES ($1, $2, $3)
          ON CONFLICT (user_id) DO UPDATE SET name_family = COALESCE(EXCLUDED.name_family, practitioners.name_family),
              name_given = COALESCE(EXCLUDED.name_given, practitioners.name_given)
-         RETURNING id",
+         RETURNING id AS "id!""#,
+        user_id,
+        name_family,
+        name_given,
     )
-    .bind(user_id)
-    .bind(name_family)
-    .bind(name_given)
     .fetch_one(&mut *tx)
     .await?;
     if let Some(organization_id) = organization_id {
-        let org_exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0)")
-                .bind(organization_id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let org_exists = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
+            organization_id,
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         if !org_exists {
             return Err(Error::Invalid(format!("organizationId: organization {organization_id} does not exist")));
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO practitioner_organizations (practitioner_id, organization_id, role) VALUES ($1, $2, 'member')
              ON CONFLICT DO NOTHING",
+            practitioner_id,
+            organization_id,
         )
-        .bind(practitioner_id)
-        .bind(organization_id)
         .execute(&mut *tx)
         .await?;
     }
@@ -320,13 +329,13 @@ pub async fn update_practitioner(
     name_family: Option<&str>,
     name_given: Option<&str>,
 ) -> Result<Practitioner> {
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "UPDATE practitioners SET name_family = COALESCE($2, name_family), name_given = COALESCE($3, name_given),
              last_updated = now() WHERE id = $1",
+        id,
+        name_family,
+        name_given,
     )
-    .bind(id)
-    .bind(name_family)
-    .bind(name_given)
     .execute(pool)
     .await?;
     if updated.rows_affected() == 0 {
@@ -338,18 +347,17 @@ pub async fn update_practitioner(
 /// Deletes a practitioner profile, and its user account unless it is also a patient or a superuser.
 pub async fn delete_practitioner(pool: &PgPool, id: i64) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let user_id: Option<i64> = sqlx::query_scalar("DELETE FROM practitioners WHERE id = $1 RETURNING user_id")
-        .bind(id)
+    let user_id: Option<i64> = sqlx::query_scalar!("DELETE FROM practitioners WHERE id = $1 RETURNING user_id", id)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(user_id) = user_id else {
         return Err(Error::NotFound { entity: "Practitioner" });
     };
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM users WHERE id = $1 AND is_superuser = FALSE
            AND NOT EXISTS (SELECT 1 FROM patients WHERE user_id = $1)",
+        user_id,
     )
-    .bind(user_id)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

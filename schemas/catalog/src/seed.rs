@@ -9,7 +9,9 @@
 use crate::passwords::hash_password;
 use crate::{Error, Result};
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgPool, Postgres};
 use std::collections::HashMap;
 
 /// The password of every seeded account (as in the reference demo).
@@ -382,25 +384,34 @@ const PEOPLE: [Person; 11] = [
     ),
 ];
 
-/// `(id, inserted)` of the row of `$table` matching `$found`, inserting `$values` into `$columns` if there is
-/// none. Unlike `ON CONFLICT`, this draws no id when the row exists, so the reference's id ranges stay dense.
+/// The row of `$table` matching `$found` (a `Found`), inserting `$values` into `$columns` if there is none; the
+/// `$arg`s are bound to `$1`, `$2`, …. Unlike `ON CONFLICT`, this draws no id when the row exists, so the
+/// reference's id ranges stay dense. The SQL is a `+` concatenation of literals, which `query_as!` checks at
+/// compile time like a single literal.
 #[rustfmt::skip]
 macro_rules! insert_missing {
-    ($table:literal, $found:literal, $columns:literal, $values:literal) => {
-        concat!(
-            "WITH found AS (SELECT id FROM ", $table, " WHERE ", $found, " ORDER BY id LIMIT 1), ",
-            "created AS (INSERT INTO ", $table, " (", $columns, ") SELECT ", $values,
-            " WHERE NOT EXISTS (SELECT 1 FROM found) RETURNING id) ",
-            "SELECT id, FALSE FROM found UNION ALL SELECT id, TRUE FROM created"
+    ($table:literal, $found:literal, $columns:literal, $values:literal, $($arg:expr),+ $(,)?) => {
+        sqlx::query_as!(
+            Found,
+            "WITH found AS (SELECT id FROM " + $table + " WHERE " + $found + " ORDER BY id LIMIT 1), "
+                + "created AS (INSERT INTO " + $table + " (" + $columns + ") SELECT " + $values
+                + " WHERE NOT EXISTS (SELECT 1 FROM found) RETURNING id) "
+                + r#"SELECT id AS "id!", FALSE AS "inserted!" FROM found UNION ALL SELECT id, TRUE FROM created"#,
+            $($arg),+
         )
     };
 }
 
-/// Inserts `($1, $2)` into the link table `$table` unless the pair is already there.
+/// Inserts `($left_id, $right_id)` into the link table `$table` unless the pair is already there (a query for
+/// `Seeder::link`, checked at compile time).
 #[rustfmt::skip]
 macro_rules! insert_link {
-    ($table:literal, $left:literal, $right:literal) => {
-        concat!("INSERT INTO ", $table, " (", $left, ", ", $right, ") VALUES ($1, $2) ON CONFLICT DO NOTHING")
+    ($table:literal, $left:literal, $right:literal, $left_id:expr, $right_id:expr $(,)?) => {
+        sqlx::query!(
+            "INSERT INTO " + $table + " (" + $left + ", " + $right + ") VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            $left_id,
+            $right_id
+        )
     };
 }
 
@@ -413,7 +424,7 @@ const SEED_LOCK: i64 = 0x6a68_6520_7365_6564;
 pub async fn seed_demo(pool: &PgPool, site_url: &str) -> Result<SeedReport> {
     let mut tx = pool.begin().await?;
     // two concurrent seeds (say `jhe dev` and `jhe seed`) would both find nothing and insert twice
-    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEED_LOCK).execute(&mut *tx).await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", SEED_LOCK).execute(&mut *tx).await?;
     let mut seeder = Seeder {
         conn: &mut tx,
         site_url: site_url.trim_end_matches('/'),
@@ -451,8 +462,14 @@ fn id_of(map: &HashMap<&'static str, i64>, key: &str) -> Result<i64> {
     map.get(key).copied().ok_or_else(|| Error::Invalid(format!("the demo seed names an unknown `{key}`")))
 }
 
+/// A row that `insert_missing!` found or inserted.
+struct Found {
+    id: i64,
+    inserted: bool,
+}
+
 /// Adds one to `counter` if the row was inserted and returns its id.
-fn tally((id, inserted): (i64, bool), counter: &mut u64) -> i64 {
+fn tally(Found { id, inserted }: Found, counter: &mut u64) -> i64 {
     *counter += u64::from(inserted);
     id
 }
@@ -469,9 +486,9 @@ struct Seeder<'c> {
 }
 
 impl Seeder<'_> {
-    /// Inserts `($1, $2)` with `sql` (an `insert_link!`), returning the number of rows inserted.
-    async fn link(&mut self, sql: &'static str, left: i64, right: i64) -> Result<u64> {
-        let done = sqlx::query(sql).bind(left).bind(right).execute(&mut *self.conn).await?;
+    /// Runs `query` (an `insert_link!`), returning the number of rows inserted.
+    async fn link(&mut self, query: Query<'_, Postgres, PgArguments>) -> Result<u64> {
+        let done = query.execute(&mut *self.conn).await?;
         Ok(done.rows_affected())
     }
 
@@ -484,16 +501,16 @@ impl Seeder<'_> {
                 SettingValue::Bool(v) => ("bool", None, None, Some(v), None),
                 SettingValue::Json(v) => ("json", None, None, None, Some(v)),
             };
-            let done = sqlx::query(
+            let done = sqlx::query!(
                 "INSERT INTO settings (key, value_type, value_string, value_int, value_bool, value_json)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
+                key,
+                value_type,
+                text,
+                int,
+                boolean,
+                json,
             )
-            .bind(key)
-            .bind(value_type)
-            .bind(text)
-            .bind(int)
-            .bind(boolean)
-            .bind(json)
             .execute(&mut *self.conn)
             .await?;
             self.report.settings += done.rows_affected();
@@ -503,15 +520,15 @@ impl Seeder<'_> {
 
     async fn codes(&mut self) -> Result<()> {
         for (system, code, text) in CODES {
-            let row = sqlx::query_as(insert_missing!(
+            let row = insert_missing!(
                 "codeable_concepts",
                 "coding_system = $1 AND coding_code = $2",
                 "coding_system, coding_code, text",
-                "$1, $2, $3"
-            ))
-            .bind(system)
-            .bind(code)
-            .bind(text)
+                "$1, $2, $3",
+                system,
+                code,
+                text,
+            )
             .fetch_one(&mut *self.conn)
             .await?;
             self.ids.codes.insert(code, tally(row, &mut self.report.codes));
@@ -521,17 +538,15 @@ impl Seeder<'_> {
 
     async fn data_sources(&mut self) -> Result<()> {
         for (name, kind, scopes) in DATA_SOURCES {
-            let row = sqlx::query_as(insert_missing!("data_sources", "name = $1", "name, type", "$1, $2"))
-                .bind(name)
-                .bind(kind)
+            let row = insert_missing!("data_sources", "name = $1", "name, type", "$1, $2", name, kind)
                 .fetch_one(&mut *self.conn)
                 .await?;
             let id = tally(row, &mut self.report.data_sources);
             self.ids.data_sources.insert(name, id);
             for scope in scopes {
-                let sql = insert_link!("data_source_supported_scopes", "data_source_id", "scope_code_id");
                 let code = id_of(&self.ids.codes, scope)?;
-                self.report.data_source_scopes += self.link(sql, id, code).await?;
+                let query = insert_link!("data_source_supported_scopes", "data_source_id", "scope_code_id", id, code);
+                self.report.data_source_scopes += self.link(query).await?;
             }
         }
         Ok(())
@@ -540,35 +555,35 @@ impl Seeder<'_> {
     async fn clients(&mut self) -> Result<()> {
         let redirect_uri = format!("{}/auth/callback", self.site_url);
         for client in &CLIENTS {
-            let row = sqlx::query_as(insert_missing!(
+            let row = insert_missing!(
                 "oauth_clients",
                 "client_id = $1",
                 "client_id, name, redirect_uris, client_type, grant_type, skip_authorization, algorithm",
-                "$1, $2, $3, 'public', 'authorization-code', TRUE, 'RS256'"
-            ))
-            .bind(client.client_id)
-            .bind(client.name)
-            .bind(&redirect_uri)
+                "$1, $2, $3, 'public', 'authorization-code', TRUE, 'RS256'",
+                client.client_id,
+                client.name,
+                redirect_uri,
+            )
             .fetch_one(&mut *self.conn)
             .await?;
             let client_pk = tally(row, &mut self.report.oauth_clients);
             self.ids.clients.insert(client.client_id, client_pk);
             if let Some(invitation_url) = client.invitation_url {
-                let done = sqlx::query(
+                let done = sqlx::query!(
                     "INSERT INTO patient_apps (client_pk, invitation_url, aux_data) VALUES ($1, $2, $3)
                      ON CONFLICT (client_pk) DO NOTHING",
+                    client_pk,
+                    invitation_url,
+                    (client.aux_data)(),
                 )
-                .bind(client_pk)
-                .bind(invitation_url)
-                .bind((client.aux_data)())
                 .execute(&mut *self.conn)
                 .await?;
                 self.report.patient_apps += done.rows_affected();
             }
             for data_source in client.data_sources {
-                let sql = insert_link!("client_data_sources", "client_pk", "data_source_id");
                 let data_source = id_of(&self.ids.data_sources, data_source)?;
-                self.report.client_data_sources += self.link(sql, client_pk, data_source).await?;
+                let query = insert_link!("client_data_sources", "client_pk", "data_source_id", client_pk, data_source);
+                self.report.client_data_sources += self.link(query).await?;
             }
         }
         Ok(())
@@ -578,15 +593,16 @@ impl Seeder<'_> {
         // ROOT (id 0) comes with the migration
         self.ids.organizations.insert(ROOT, crate::ROOT_ORGANIZATION_ID);
         for (name, kind, parent) in ORGANIZATIONS {
-            let row = sqlx::query_as(insert_missing!(
+            let parent = id_of(&self.ids.organizations, parent)?;
+            let row = insert_missing!(
                 "organizations",
                 "name = $1 AND part_of = $3",
                 "name, type, part_of",
-                "$1, $2, $3"
-            ))
-            .bind(name)
-            .bind(kind)
-            .bind(id_of(&self.ids.organizations, parent)?)
+                "$1, $2, $3",
+                name,
+                kind,
+                parent,
+            )
             .fetch_one(&mut *self.conn)
             .await?;
             let id = tally(row, &mut self.report.organizations);
@@ -597,33 +613,34 @@ impl Seeder<'_> {
 
     async fn studies(&mut self) -> Result<()> {
         for study in &STUDIES {
-            let row = sqlx::query_as(insert_missing!(
+            let organization = id_of(&self.ids.organizations, study.organization)?;
+            let row = insert_missing!(
                 "studies",
                 "name = $1 AND organization_id = $3",
                 "name, description, organization_id",
-                "$1, $2, $3"
-            ))
-            .bind(study.name)
-            .bind(study.description)
-            .bind(id_of(&self.ids.organizations, study.organization)?)
+                "$1, $2, $3",
+                study.name,
+                study.description,
+                organization,
+            )
             .fetch_one(&mut *self.conn)
             .await?;
             let id = tally(row, &mut self.report.studies);
             self.ids.studies.insert(study.name, id);
             for scope in study.scopes {
-                let sql = insert_link!("study_scope_requests", "study_id", "scope_code_id");
                 let code = id_of(&self.ids.codes, scope)?;
-                self.report.study_scope_requests += self.link(sql, id, code).await?;
+                let query = insert_link!("study_scope_requests", "study_id", "scope_code_id", id, code);
+                self.report.study_scope_requests += self.link(query).await?;
             }
             for data_source in study.data_sources {
-                let sql = insert_link!("study_data_sources", "study_id", "data_source_id");
                 let data_source = id_of(&self.ids.data_sources, data_source)?;
-                self.report.study_data_sources += self.link(sql, id, data_source).await?;
+                let query = insert_link!("study_data_sources", "study_id", "data_source_id", id, data_source);
+                self.report.study_data_sources += self.link(query).await?;
             }
             for client in study.clients {
-                let sql = insert_link!("study_clients", "study_id", "client_pk");
                 let client = id_of(&self.ids.clients, client)?;
-                self.report.study_clients += self.link(sql, id, client).await?;
+                let query = insert_link!("study_clients", "study_id", "client_pk", id, client);
+                self.report.study_clients += self.link(query).await?;
             }
         }
         Ok(())
@@ -635,13 +652,14 @@ impl Seeder<'_> {
             Profile::Practitioner { roles, current } => {
                 let practitioner_id = self.practitioner(person, user_id, *current).await?;
                 for (organization, role) in *roles {
-                    let done = sqlx::query(
+                    let organization = id_of(&self.ids.organizations, organization)?;
+                    let done = sqlx::query!(
                         "INSERT INTO practitioner_organizations (practitioner_id, organization_id, role)
                          VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        practitioner_id,
+                        organization,
+                        role,
                     )
-                    .bind(practitioner_id)
-                    .bind(id_of(&self.ids.organizations, organization)?)
-                    .bind(role)
                     .execute(&mut *self.conn)
                     .await?;
                     self.report.practitioner_organizations += done.rows_affected();
@@ -650,18 +668,24 @@ impl Seeder<'_> {
             Profile::Patient(patient) => {
                 let patient_id = self.patient(person, patient, user_id).await?;
                 for organization in patient.organizations {
-                    let sql = insert_link!("patient_organizations", "patient_id", "organization_id");
                     let organization = id_of(&self.ids.organizations, organization)?;
-                    self.report.patient_organizations += self.link(sql, patient_id, organization).await?;
+                    let query = insert_link!(
+                        "patient_organizations",
+                        "patient_id",
+                        "organization_id",
+                        patient_id,
+                        organization
+                    );
+                    self.report.patient_organizations += self.link(query).await?;
                 }
                 for (system, value) in patient.identifiers {
-                    let done = sqlx::query(
+                    let done = sqlx::query!(
                         "INSERT INTO patient_identifiers (patient_id, system, value) VALUES ($1, $2, $3)
                          ON CONFLICT DO NOTHING",
+                        patient_id,
+                        system,
+                        value,
                     )
-                    .bind(patient_id)
-                    .bind(system)
-                    .bind(value)
                     .execute(&mut *self.conn)
                     .await?;
                     self.report.patient_identifiers += done.rows_affected();
@@ -676,8 +700,7 @@ impl Seeder<'_> {
 
     /// The user with the person's e-mail, inserted with the seed password if missing.
     async fn user(&mut self, person: &Person) -> Result<i64> {
-        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
-            .bind(person.email)
+        let existing = sqlx::query_scalar!("SELECT id FROM users WHERE lower(email) = lower($1)", person.email)
             .fetch_optional(&mut *self.conn)
             .await?;
         if let Some(id) = existing {
@@ -692,22 +715,22 @@ impl Seeder<'_> {
             Profile::Patient(_) => "patient",
         };
         // the reference's demo users carry `fhir-<last digit of the id, three times>` as external id
-        let id = sqlx::query_scalar(
-            "INSERT INTO users (email, password, first_name, last_name, is_superuser, is_staff, user_type)
+        let password = self.password.insert(password).as_str();
+        let id = sqlx::query_scalar!(
+            r#"INSERT INTO users (email, password, first_name, last_name, is_superuser, is_staff, user_type)
              VALUES ($1, $2, $3, $4, $5, $5, $6)
-             RETURNING id",
+             RETURNING id AS "id!""#,
+            person.email,
+            password,
+            first_name(person),
+            person.last_name,
+            person.is_superuser,
+            user_type,
         )
-        .bind(person.email)
-        .bind(self.password.insert(password).as_str())
-        .bind(first_name(person))
-        .bind(person.last_name)
-        .bind(person.is_superuser)
-        .bind(user_type)
         .fetch_one(&mut *self.conn)
         .await?;
         if !person.is_superuser {
-            sqlx::query("UPDATE users SET identifier = 'fhir-' || repeat(right(id::text, 1), 3) WHERE id = $1")
-                .bind(id)
+            sqlx::query!("UPDATE users SET identifier = 'fhir-' || repeat(right(id::text, 1), 3) WHERE id = $1", id)
                 .execute(&mut *self.conn)
                 .await?;
         }
@@ -724,33 +747,33 @@ impl Seeder<'_> {
             }),
             None => json!({}),
         };
-        let row = sqlx::query_as(insert_missing!(
+        let row = insert_missing!(
             "practitioners",
             "user_id = $1",
             "user_id, identifier, name_family, name_given, settings",
-            "$1, '', $2, $3, $4"
-        ))
-        .bind(user_id)
-        .bind(person.last_name)
-        .bind(first_name(person))
-        .bind(settings)
+            "$1, '', $2, $3, $4",
+            user_id,
+            person.last_name,
+            first_name(person),
+            settings,
+        )
         .fetch_one(&mut *self.conn)
         .await?;
         Ok(tally(row, &mut self.report.practitioners))
     }
 
     async fn patient(&mut self, person: &Person, patient: &Patient, user_id: i64) -> Result<i64> {
-        let row = sqlx::query_as(insert_missing!(
+        let row = insert_missing!(
             "patients",
             "user_id = $1",
             "user_id, name_family, name_given, birth_date, telecom_phone",
-            "$1, $2, $3, $4::text::date, $5"
-        ))
-        .bind(user_id)
-        .bind(person.last_name)
-        .bind(first_name(person))
-        .bind(patient.birth_date)
-        .bind(patient.phone)
+            "$1, $2, $3, $4::text::date, $5",
+            user_id,
+            person.last_name,
+            first_name(person),
+            patient.birth_date,
+            patient.phone,
+        )
         .fetch_one(&mut *self.conn)
         .await?;
         Ok(tally(row, &mut self.report.patients))
@@ -759,21 +782,23 @@ impl Seeder<'_> {
     /// Enrols the patient in the study and records a consent for each of `consented`; the study's other
     /// requested scopes stay pending (no consent row).
     async fn enrol(&mut self, patient_id: i64, study_id: i64, consented: &[&str]) -> Result<()> {
-        let sql = insert_link!("study_patients", "study_id", "patient_id");
-        self.report.study_patients += self.link(sql, study_id, patient_id).await?;
-        let study_patient_id: i64 =
-            sqlx::query_scalar("SELECT id FROM study_patients WHERE study_id = $1 AND patient_id = $2")
-                .bind(study_id)
-                .bind(patient_id)
-                .fetch_one(&mut *self.conn)
-                .await?;
+        let query = insert_link!("study_patients", "study_id", "patient_id", study_id, patient_id);
+        self.report.study_patients += self.link(query).await?;
+        let study_patient_id = sqlx::query_scalar!(
+            "SELECT id FROM study_patients WHERE study_id = $1 AND patient_id = $2",
+            study_id,
+            patient_id
+        )
+        .fetch_one(&mut *self.conn)
+        .await?;
         for scope in consented {
-            let done = sqlx::query(
+            let code = id_of(&self.ids.codes, scope)?;
+            let done = sqlx::query!(
                 "INSERT INTO study_patient_scope_consents (study_patient_id, scope_code_id, consented)
                  VALUES ($1, $2, TRUE) ON CONFLICT DO NOTHING",
+                study_patient_id,
+                code,
             )
-            .bind(study_patient_id)
-            .bind(id_of(&self.ids.codes, scope)?)
             .execute(&mut *self.conn)
             .await?;
             self.report.consents += done.rows_affected();

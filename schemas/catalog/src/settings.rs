@@ -112,7 +112,7 @@ const SETTING_SELECT: &str = "SELECT id, key, value_type,
 
 /// Settings ordered by key.
 pub async fn list_settings(pool: &PgPool, page: PageRequest) -> Result<Page<Setting>> {
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM settings").fetch_one(pool).await?;
+    let count = sqlx::query_scalar!(r#"SELECT count(*) AS "count!" FROM settings"#).fetch_one(pool).await?;
     let items = sqlx::query_as(AssertSqlSafe(format!("{SETTING_SELECT} ORDER BY key, id LIMIT $1 OFFSET $2")))
         .bind(page.limit())
         .bind(page.offset())
@@ -132,20 +132,20 @@ pub async fn get_setting(pool: &PgPool, id: i64) -> Result<Setting> {
 /// The text of a string setting; `None` when the key is missing or holds another type.
 pub async fn setting_string(pool: &PgPool, key: &str) -> Result<Option<String>> {
     let value: Option<Option<String>> =
-        sqlx::query_scalar("SELECT value_string FROM settings WHERE key = $1 AND value_type = 'string'")
-            .bind(key)
+        sqlx::query_scalar!("SELECT value_string FROM settings WHERE key = $1 AND value_type = 'string'", key)
             .fetch_optional(pool)
             .await?;
     Ok(value.flatten())
 }
 
 async fn check_key_free(pool: &PgPool, key: &str, except: Option<i64>) -> Result<()> {
-    let taken: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM settings WHERE key = $1 AND id IS DISTINCT FROM $2)")
-            .bind(key)
-            .bind(except)
-            .fetch_one(pool)
-            .await?;
+    let taken = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM settings WHERE key = $1 AND id IS DISTINCT FROM $2) AS "exists!""#,
+        key,
+        except,
+    )
+    .fetch_one(pool)
+    .await?;
     if taken {
         return Err(Error::Conflict(format!("key: a setting with the key `{key}` already exists")));
     }
@@ -169,17 +169,17 @@ fn typed_columns(value: &SettingValue) -> TypedColumns {
 pub async fn create_setting(pool: &PgPool, key: &str, value: &SettingValue) -> Result<Setting> {
     check_key_free(pool, key, None).await?;
     let (kind, text, int, boolean, float, json) = typed_columns(value);
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO settings (key, value_type, value_string, value_int, value_bool, value_float, value_json)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO settings (key, value_type, value_string, value_int, value_bool, value_float, value_json)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id AS "id!""#,
+        key,
+        kind,
+        text,
+        int,
+        boolean,
+        float,
+        json,
     )
-    .bind(key)
-    .bind(kind)
-    .bind(text)
-    .bind(int)
-    .bind(boolean)
-    .bind(float)
-    .bind(json)
     .fetch_one(pool)
     .await?;
     get_setting(pool, id).await
@@ -203,7 +203,7 @@ pub async fn update_setting(
         }
         None => (None, None, None, None, None, None),
     };
-    sqlx::query(
+    sqlx::query!(
         "UPDATE settings SET key = COALESCE($2, key),
             value_type = COALESCE($3, value_type),
             value_string = CASE WHEN $3 IS NULL THEN value_string ELSE $4 END,
@@ -213,22 +213,22 @@ pub async fn update_setting(
             value_json = CASE WHEN $3 IS NULL THEN value_json ELSE $8 END,
             last_updated = now()
          WHERE id = $1",
+        id,
+        key,
+        kind,
+        text,
+        int,
+        boolean,
+        float,
+        json,
     )
-    .bind(id)
-    .bind(key)
-    .bind(kind)
-    .bind(text)
-    .bind(int)
-    .bind(boolean)
-    .bind(float)
-    .bind(json)
     .execute(pool)
     .await?;
     get_setting(pool, id).await
 }
 
 pub async fn delete_setting(pool: &PgPool, id: i64) -> Result<()> {
-    let deleted = sqlx::query("DELETE FROM settings WHERE id = $1").bind(id).execute(pool).await?;
+    let deleted = sqlx::query!("DELETE FROM settings WHERE id = $1", id).execute(pool).await?;
     if deleted.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "JheSetting" });
     }

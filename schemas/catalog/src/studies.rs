@@ -110,8 +110,6 @@ const STUDY_SELECT: &str = "SELECT s.id, s.name, s.description, s.icon_url,
         jsonb_build_object('id', o.id, 'name', o.name, 'type', o.type) AS organization
     FROM studies s JOIN organizations o ON o.id = s.organization_id";
 
-const STUDY_RECORD_COLUMNS: &str = "id, name, description, organization_id AS organization, icon_url";
-
 /// The `StudyRecord` of `s` (`studies`) as JSON, for link rows.
 const STUDY_RECORD_JSON: &str = "jsonb_build_object('id', s.id, 'name', s.name, 'description', s.description,
         'organization', s.organization_id, 'icon_url', s.icon_url)";
@@ -151,19 +149,24 @@ pub async fn get_study(pool: &PgPool, id: i64) -> Result<Study> {
 }
 
 async fn get_study_record(executor: impl sqlx::PgExecutor<'_>, id: i64) -> Result<StudyRecord> {
-    sqlx::query_as(AssertSqlSafe(format!("SELECT {STUDY_RECORD_COLUMNS} FROM studies WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(executor)
-        .await?
-        .ok_or(Error::NotFound { entity: "Study" })
+    sqlx::query_as!(
+        StudyRecord,
+        "SELECT id, name, description, organization_id AS organization, icon_url FROM studies WHERE id = $1",
+        id,
+    )
+    .fetch_optional(executor)
+    .await?
+    .ok_or(Error::NotFound { entity: "Study" })
 }
 
 /// The studies of one organization in name order (`GET /organizations/{id}/studies`).
 pub async fn organization_studies(pool: &PgPool, organization_id: i64) -> Result<Vec<StudyRecord>> {
-    Ok(sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {STUDY_RECORD_COLUMNS} FROM studies WHERE organization_id = $1 ORDER BY name, id"
-    )))
-    .bind(organization_id)
+    Ok(sqlx::query_as!(
+        StudyRecord,
+        "SELECT id, name, description, organization_id AS organization, icon_url FROM studies
+         WHERE organization_id = $1 ORDER BY name, id",
+        organization_id,
+    )
     .fetch_all(pool)
     .await?)
 }
@@ -172,36 +175,40 @@ pub async fn create_study(pool: &PgPool, new: &NewStudy) -> Result<StudyRecord> 
     if new.organization_id == ROOT_ORGANIZATION_ID {
         return Err(Error::Invalid("organization: a study cannot belong to the ROOT organization".into()));
     }
-    let organization_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1)")
-        .bind(new.organization_id)
-        .fetch_one(pool)
-        .await?;
+    let organization_exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1) AS "exists!""#,
+        new.organization_id,
+    )
+    .fetch_one(pool)
+    .await?;
     if !organization_exists {
         return Err(Error::Invalid(format!("organization: organization {} does not exist", new.organization_id)));
     }
-    Ok(sqlx::query_as(AssertSqlSafe(format!(
+    Ok(sqlx::query_as!(
+        StudyRecord,
         "INSERT INTO studies (name, description, organization_id, icon_url) VALUES ($1, $2, $3, $4)
-         RETURNING {STUDY_RECORD_COLUMNS}"
-    )))
-    .bind(&new.name)
-    .bind(&new.description)
-    .bind(new.organization_id)
-    .bind(&new.icon_url)
+         RETURNING id, name, description, organization_id AS organization, icon_url",
+        new.name,
+        new.description,
+        new.organization_id,
+        new.icon_url,
+    )
     .fetch_one(pool)
     .await?)
 }
 
 pub async fn update_study(pool: &PgPool, id: i64, changes: &StudyChanges) -> Result<StudyRecord> {
-    sqlx::query_as(AssertSqlSafe(format!(
+    sqlx::query_as!(
+        StudyRecord,
         "UPDATE studies SET name = COALESCE($2, name), description = COALESCE($3, description),
             icon_url = CASE WHEN $4 THEN $5 ELSE icon_url END, last_updated = now()
-         WHERE id = $1 RETURNING {STUDY_RECORD_COLUMNS}"
-    )))
-    .bind(id)
-    .bind(&changes.name)
-    .bind(&changes.description)
-    .bind(changes.icon_url.is_some())
-    .bind(changes.icon_url.clone().flatten())
+         WHERE id = $1 RETURNING id, name, description, organization_id AS organization, icon_url",
+        id,
+        changes.name,
+        changes.description,
+        changes.icon_url.is_some(),
+        changes.icon_url.clone().flatten(),
+    )
     .fetch_optional(pool)
     .await?
     .ok_or(Error::NotFound { entity: "Study" })
@@ -209,7 +216,7 @@ pub async fn update_study(pool: &PgPool, id: i64, changes: &StudyChanges) -> Res
 
 /// Deletes a study with its enrolments, consents and links (the foreign keys cascade).
 pub async fn delete_study(pool: &PgPool, id: i64) -> Result<()> {
-    let deleted = sqlx::query("DELETE FROM studies WHERE id = $1").bind(id).execute(pool).await?;
+    let deleted = sqlx::query!("DELETE FROM studies WHERE id = $1", id).execute(pool).await?;
     if deleted.rows_affected() == 0 {
         return Err(Error::NotFound { entity: "Study" });
     }
@@ -221,7 +228,6 @@ fn id_list(ids: &[i64]) -> String {
 }
 
 /// What stands in the way of enrolling or unenrolling each of `patient_ids`, in request order.
-#[derive(sqlx::FromRow)]
 struct EnrolmentCheck {
     patient_id: i64,
     exists: bool,
@@ -241,18 +247,20 @@ async fn check_enrolments(
     if let Some(twice) = patient_ids.iter().find(|id| !seen.insert(**id)) {
         return Err(Error::Invalid(format!("patientIds: patient {twice} is listed more than once")));
     }
-    let checks: Vec<EnrolmentCheck> = sqlx::query_as(
-        "SELECT ids.id AS patient_id, p.id IS NOT NULL AS exists,
+    let checks = sqlx::query_as!(
+        EnrolmentCheck,
+        r#"SELECT ids.id AS "patient_id!", p.id IS NOT NULL AS "exists!",
                 EXISTS (SELECT 1 FROM patient_organizations po
-                        WHERE po.patient_id = ids.id AND po.organization_id = $2) AS in_study_organization,
-                EXISTS (SELECT 1 FROM study_patients sp WHERE sp.patient_id = ids.id AND sp.study_id = $1) AS enrolled
+                        WHERE po.patient_id = ids.id AND po.organization_id = $2) AS "in_study_organization!",
+                EXISTS (SELECT 1 FROM study_patients sp WHERE sp.patient_id = ids.id AND sp.study_id = $1)
+                    AS "enrolled!"
          FROM unnest($3::bigint[]) WITH ORDINALITY AS ids (id, position)
          LEFT JOIN patients p ON p.id = ids.id
-         ORDER BY ids.position",
+         ORDER BY ids.position"#,
+        study.id,
+        study.organization,
+        patient_ids,
     )
-    .bind(study.id)
-    .bind(study.organization)
-    .bind(patient_ids)
     .fetch_all(&mut *tx)
     .await?;
     let missing: Vec<i64> = checks.iter().filter(|c| !c.exists).map(|c| c.patient_id).collect();
@@ -283,13 +291,13 @@ pub async fn enroll_patients(pool: &PgPool, study_id: i64, patient_ids: &[i64]) 
             id_list(&enrolled)
         )));
     }
-    let links: Vec<(i64, i64)> = sqlx::query_as(
-        "INSERT INTO study_patients (study_id, patient_id)
+    let links = sqlx::query!(
+        r#"INSERT INTO study_patients (study_id, patient_id)
          SELECT $1, id FROM unnest($2::bigint[]) WITH ORDINALITY AS ids (id, position) ORDER BY position
-         RETURNING id, patient_id",
+         RETURNING id AS "id!", patient_id AS "patient_id!""#,
+        study_id,
+        patient_ids,
     )
-    .bind(study_id)
-    .bind(patient_ids)
     .fetch_all(&mut *tx)
     .await?;
     let patients: Vec<Patient> = sqlx::query_as(AssertSqlSafe(format!("{PATIENT_SELECT} WHERE p.id = ANY($1)")))
@@ -299,9 +307,9 @@ pub async fn enroll_patients(pool: &PgPool, study_id: i64, patient_ids: &[i64]) 
     tx.commit().await?;
     let mut patients: HashMap<i64, Patient> = patients.into_iter().map(|p| (p.id, p)).collect();
     let mut enrolments = Vec::with_capacity(links.len());
-    for (id, patient_id) in links {
-        let patient = patients.remove(&patient_id).ok_or(Error::NotFound { entity: "Patient" })?;
-        enrolments.push(StudyPatient { id, study: study.clone(), patient });
+    for link in links {
+        let patient = patients.remove(&link.patient_id).ok_or(Error::NotFound { entity: "Patient" })?;
+        enrolments.push(StudyPatient { id: link.id, study: study.clone(), patient });
     }
     enrolments.sort_by_key(|enrolment| enrolment.id);
     Ok(enrolments)
@@ -319,9 +327,7 @@ pub async fn unenroll_patients(pool: &PgPool, study_id: i64, patient_ids: &[i64]
             id_list(&not_enrolled)
         )));
     }
-    sqlx::query("DELETE FROM study_patients WHERE study_id = $1 AND patient_id = ANY($2)")
-        .bind(study_id)
-        .bind(patient_ids)
+    sqlx::query!("DELETE FROM study_patients WHERE study_id = $1 AND patient_id = ANY($2)", study_id, patient_ids)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

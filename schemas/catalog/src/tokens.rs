@@ -52,10 +52,8 @@ fn token_digest(token: &str) -> Vec<u8> {
 
 /// Issues a bearer token for the user with `email` (used by `jhe token create` and tests).
 pub async fn create_token_for_email(pool: &PgPool, email: &str, lifetime: chrono::Duration) -> Result<IssuedToken> {
-    let user_id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = lower($1)")
-        .bind(email)
-        .fetch_optional(pool)
-        .await?;
+    let user_id =
+        sqlx::query_scalar!("SELECT id FROM users WHERE lower(email) = lower($1)", email).fetch_optional(pool).await?;
     let Some(user_id) = user_id else {
         return Err(Error::NotFound { entity: "user" });
     };
@@ -72,20 +70,19 @@ pub async fn create_token(
 ) -> Result<IssuedToken> {
     let token = Alphanumeric.sample_string(&mut rand::rng(), 40);
     let expires_at = Utc::now() + lifetime;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO access_tokens (token_sha256, user_id, client_pk, source, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        token_digest(&token),
+        user_id,
+        client_pk,
+        source,
+        expires_at,
     )
-    .bind(token_digest(&token))
-    .bind(user_id)
-    .bind(client_pk)
-    .bind(source)
-    .bind(expires_at)
     .execute(pool)
     .await?;
     Ok(IssuedToken { token, expires_at })
 }
 
-#[derive(sqlx::FromRow)]
 struct CallerRow {
     user_id: i64,
     email: String,
@@ -105,20 +102,21 @@ struct MembershipRow {
 /// The caller behind `token`, if the token exists, has not expired and its user is active. A token of a
 /// client-credentials client acts as the client's owner.
 pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Caller>> {
-    let row: Option<CallerRow> = sqlx::query_as(
-        "SELECT u.id AS user_id, u.email, u.is_superuser, u.user_type,
-                pr.id AS practitioner_id, pa.id AS patient_id,
+    let row = sqlx::query_as!(
+        CallerRow,
+        r#"SELECT u.id AS user_id, u.email, u.is_superuser, u.user_type,
+                pr.id AS "practitioner_id?", pa.id AS "patient_id?",
                 COALESCE((SELECT jsonb_agg(jsonb_build_object('organization_id', po.organization_id, 'role', po.role))
                           FROM practitioner_organizations po WHERE po.practitioner_id = pr.id), '[]'::jsonb)
-                    AS memberships
+                    AS "memberships!: sqlx::types::Json<Vec<MembershipRow>>"
          FROM access_tokens t
          LEFT JOIN oauth_clients c ON c.id = t.client_pk
          JOIN users u ON u.id = COALESCE(t.user_id, c.owner_user_id)
          LEFT JOIN practitioners pr ON pr.user_id = u.id
          LEFT JOIN patients pa ON pa.user_id = u.id
-         WHERE t.token_sha256 = $1 AND t.expires_at > now() AND u.is_active",
+         WHERE t.token_sha256 = $1 AND t.expires_at > now() AND u.is_active"#,
+        token_digest(token),
     )
-    .bind(token_digest(token))
     .fetch_optional(pool)
     .await?;
     Ok(row.map(|row| Caller {
