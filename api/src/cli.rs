@@ -36,6 +36,23 @@ pub enum Command {
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Validate Open mHealth / IEEE 1752 data points: prints one line per invalid point, exits 1 if any is
+    /// invalid (2 on usage or I/O errors).
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Files or folders (searched recursively for *.json and *.ndjson); none, or `-`, reads NDJSON from stdin
+    pub paths: Vec<PathBuf>,
+    /// Validate every document as this data type (e.g. omh:heart-rate:2.0) instead of its header's schema_id;
+    /// a document without a header is then validated as a body of that type
+    #[arg(long)]
+    pub code: Option<String>,
+    /// A folder of extra JSON Schema files (*.json, each answering to the code its "$id" ends with,
+    /// e.g. .../acme/glucose-ketone-1.0.json is acme:glucose-ketone:1.0)
+    #[arg(long, env = "JHE_SCHEMAS_DIR")]
+    pub schemas_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

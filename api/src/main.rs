@@ -1,5 +1,7 @@
 //! `jhe`: wiring only. Each subcommand calls one entry point.
 
+mod validate_cmd;
+
 use anyhow::Context;
 use clap::Parser;
 use jhe_api::cli::{Cli, Command, FileConfig, ServerConfig, TokenCommand, database_url, prepare_database, run_server};
@@ -53,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("seed done: {} new rows ({report:?})", report.total());
             Ok(())
         }
+        Command::Validate(args) => std::process::exit(validate_cmd::run(&args)),
         Command::Token(TokenCommand::Create(args)) => {
             let pool = jhe_catalog::connect(&database_url(&args.database, &file), 2)
                 .await

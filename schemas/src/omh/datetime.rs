@@ -1,0 +1,221 @@
+//! RFC 3339 `date-time` (section 5.6) as JSON Schema's `format: date-time` defines it, parsed straight to UTC
+//! microseconds: the one check jhe asserts although the schemas leave `format` as an annotation, because
+//! partitions and search dates come from it.
+//!
+//! Accepted: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, `T`/`Z` in either case, real calendar dates, offsets up
+//! to 23:59, and a leap second only where it is 23:59:60 in UTC. Naive times (no offset) are refused.
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+fn two_digits(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [a @ b'0'..=b'9', b @ b'0'..=b'9'] => Some(u32::from(a - b'0') * 10 + u32::from(b - b'0')),
+        _ => None,
+    }
+}
+
+fn is_leap_year(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap_year(year) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `YYYY-MM-DD` (a real calendar date) as days since the epoch.
+pub(crate) fn parse_full_date(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let year = i64::from(two_digits(&bytes[0..2])? * 100 + two_digits(&bytes[2..4])?);
+    let month = two_digits(&bytes[5..7])?;
+    let day = two_digits(&bytes[8..10])?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
+}
+
+/// An RFC 3339 date-time with an offset as microseconds since the epoch in UTC (fractions beyond microseconds
+/// are truncated; a leap second counts as the first instant of the next minute).
+pub(crate) fn parse_date_time(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || !matches!(bytes[10], b'T' | b't') {
+        return None;
+    }
+    let days = parse_full_date(&text[..10])?;
+    let time = &bytes[11..];
+    if time[2] != b':' || time[5] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (two_digits(&time[0..2])?, two_digits(&time[3..5])?, two_digits(&time[6..8])?);
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut pos = 8;
+    let mut micros = 0i64;
+    if time.get(pos) == Some(&b'.') {
+        pos += 1;
+        let start = pos;
+        while time.get(pos).is_some_and(u8::is_ascii_digit) {
+            if pos - start < 6 {
+                micros = micros * 10 + i64::from(time[pos] - b'0');
+            }
+            pos += 1;
+        }
+        let digits = pos - start;
+        if digits == 0 {
+            return None;
+        }
+        for _ in digits..6 {
+            micros *= 10;
+        }
+    }
+    let offset_minutes: i64 = match time.get(pos..)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let (offset_hour, offset_minute) = (two_digits(&[*h1, *h2])?, two_digits(&[*m1, *m2])?);
+            if offset_hour > 23 || offset_minute > 59 {
+                return None;
+            }
+            let minutes = i64::from(offset_hour * 60 + offset_minute);
+            if *sign == b'+' { minutes } else { -minutes }
+        }
+        _ => return None,
+    };
+    let local_minutes = i64::from(hour * 60 + minute);
+    if second == 60 && (local_minutes - offset_minutes).rem_euclid(24 * 60) != 23 * 60 + 59 {
+        return None;
+    }
+    let seconds = days * SECONDS_PER_DAY + (local_minutes - offset_minutes) * 60 + i64::from(second);
+    Some(seconds * MICROS_PER_SECOND + micros)
+}
+
+/// A duration of `value` `unit` (the OMH duration units) added to `micros`; months and years are calendar
+/// ones (the whole part; a fraction counts as its share of an average month/year).
+pub(crate) fn add_duration(micros: i64, value: f64, unit: &str, sign: i64) -> Option<i64> {
+    let fixed = |per_unit: f64| {
+        let delta = value * per_unit;
+        delta.is_finite().then(|| micros + sign * delta.round() as i64)
+    };
+    match unit {
+        "ps" => fixed(1e-6),
+        "ns" => fixed(1e-3),
+        "us" => fixed(1.0),
+        "ms" => fixed(1e3),
+        "sec" => fixed(1e6),
+        "min" => fixed(60e6),
+        "h" => fixed(3_600e6),
+        "d" => fixed(86_400e6),
+        "wk" => fixed(604_800e6),
+        "Mo" => add_months(micros, value, sign),
+        "yr" => add_months(micros, value * 12.0, sign),
+        _ => None,
+    }
+}
+
+fn add_months(micros: i64, months: f64, sign: i64) -> Option<i64> {
+    if !months.is_finite() || months.abs() > 1e6 {
+        return None;
+    }
+    let whole = months.trunc() as i64 * sign;
+    let day_micros = SECONDS_PER_DAY * MICROS_PER_SECOND;
+    let (days, within_day) = (micros.div_euclid(day_micros), micros.rem_euclid(day_micros));
+    let (year, month, day) = civil_from_days(days);
+    let month_index = year * 12 + i64::from(month) - 1 + whole;
+    let (new_year, new_month) = (month_index.div_euclid(12), (month_index.rem_euclid(12) + 1) as u32);
+    let new_day = day.min(days_in_month(new_year, new_month));
+    let shifted = days_from_civil(new_year, new_month, new_day) * day_micros + within_day;
+    let average_month_micros = 30.436_875 * day_micros as f64;
+    Some(shifted + sign * (months.fract() * average_month_micros).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_to_utc_micros() {
+        assert_eq!(parse_date_time("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_date_time("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_date_time("2025-01-01T00:04:00-08:00"), Some(1_735_718_640_000_000));
+        assert_eq!(parse_date_time("2013-02-05T07:25:00.123Z"), Some(1_360_049_100_123_000));
+        assert_eq!(parse_date_time("2013-02-05t07:25:00.1234567z"), Some(1_360_049_100_123_456));
+        assert_eq!(parse_date_time("1998-12-31T23:59:60Z"), Some(915_148_800_000_000));
+        assert_eq!(parse_date_time("1998-12-31T15:59:60.5-08:00"), Some(915_148_800_500_000));
+    }
+
+    #[test]
+    fn refuses_what_rfc_3339_refuses() {
+        for text in [
+            "2013-02-05",
+            "2013-02-05T07:25:00",
+            "07:25:00",
+            "",
+            "foo",
+            "2013-02-30T00:00:00Z",
+            "2013-13-01T00:00:00Z",
+            "2013-02-05 07:25:00Z",
+            "2013-02-05T24:00:00Z",
+            "2013-02-05T07:25:00.Z",
+            "2013-02-05T07:25:00+0100",
+            "2013-02-05T07:25:00+24:00",
+            "2013-02-05T07:25:60Z",
+            "2013-2-05T07:25:00Z",
+            "2013-02-05T07:25:00ZZ",
+        ] {
+            assert_eq!(parse_date_time(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-719_468, -1, 0, 59, 365 * 30 + 7, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(parse_full_date("2000-02-29"), Some(11_016));
+        assert_eq!(parse_full_date("1900-02-29"), None);
+    }
+
+    #[test]
+    fn durations_fixed_and_calendar() {
+        let start = parse_date_time("2024-01-31T10:00:00Z").unwrap();
+        assert_eq!(add_duration(start, 90.0, "min", 1), parse_date_time("2024-01-31T11:30:00Z"));
+        assert_eq!(add_duration(start, 1.0, "Mo", 1), parse_date_time("2024-02-29T10:00:00Z"));
+        assert_eq!(add_duration(start, 1.0, "yr", -1), parse_date_time("2023-01-31T10:00:00Z"));
+        assert_eq!(add_duration(start, 1.0, "fortnight", 1), None);
+    }
+}
