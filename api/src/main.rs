@@ -36,6 +36,12 @@ async fn main() -> anyhow::Result<()> {
             let pool = jhe_catalog::connect(&config.database_url, config.database_max_connections)
                 .await
                 .context("connecting to Postgres (set DATABASE_URL)")?;
+            let pending = jhe_catalog::pending_migrations(&pool).await.context("reading the applied migrations")?;
+            anyhow::ensure!(
+                pending.is_empty(),
+                "the database has {} migration(s) to apply ({pending:?}); run `jhe migrate` first",
+                pending.len()
+            );
             run_server(config, pool).await
         }
         Command::Migrate(args) => {

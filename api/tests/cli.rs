@@ -63,6 +63,16 @@ async fn migrate_seed_twice_and_token_create() {
     assert!(text(&unknown).contains("nobody@example.com"), "{}", text(&unknown));
 }
 
+#[tokio::test]
+async fn serve_refuses_an_unmigrated_database() {
+    let db = TestDatabase::create(false).await.unwrap();
+    sqlx::query("DROP TABLE _sqlx_migrations").execute(&db.pool).await.unwrap();
+    let port = free_port().to_string();
+    let output = jhe(&["serve", "--listen", &format!("127.0.0.1:{port}")], &[("DATABASE_URL", db.url.as_str())]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("run `jhe migrate` first"), "{}", text(&output));
+}
+
 #[test]
 fn configuration_file_is_validated() {
     let dir = std::env::temp_dir().join(format!("jhe-cli-{}", std::process::id()));

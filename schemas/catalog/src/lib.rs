@@ -79,6 +79,19 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
+/// Versions of the embedded migrations that the database has not applied yet (all of them on a fresh database).
+pub async fn pending_migrations(pool: &PgPool) -> Result<Vec<i64>> {
+    let has_table: bool = sqlx::query_scalar!(r#"SELECT to_regclass('_sqlx_migrations') IS NOT NULL AS "exists!""#)
+        .fetch_one(pool)
+        .await?;
+    let applied: Vec<i64> = if has_table {
+        sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect())
+}
+
 /// Whether the control plane holds no users yet (a fresh database that `jhe dev` seeds).
 pub async fn is_empty(pool: &PgPool) -> Result<bool> {
     let any = sqlx::query_scalar!(r#"SELECT EXISTS (SELECT 1 FROM users) AS "exists!""#).fetch_one(pool).await?;
