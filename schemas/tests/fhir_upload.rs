@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use jhe_schemas::fhir::effective::effective_time_of_data_point;
 use jhe_schemas::fhir::{FhirError, MAX_OBSERVATION_BYTES, parse_bundle, parse_observation};
+use jhe_schemas::omh::Validators;
 use jhe_schemas::{ErrorKind, Identifier};
 use serde_json::{Value, json};
 
@@ -66,7 +66,8 @@ fn example_data_points_upload_as_sent() {
         let upload = parse(&upload_body(&omh)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let payload = upload.omh().unwrap();
         assert_eq!(payload.json.as_bytes(), omh.as_slice(), "{} must be kept byte for byte", path.display());
-        assert!(effective_time_of_data_point(&payload.value).is_some(), "{} has an effective time", path.display());
+        let validated = Validators::builtin().validate_data_point(payload.json.as_bytes());
+        assert!(validated.is_ok(), "{} is a valid data point with an effective time: {validated:?}", path.display());
         seen += 1;
     }
     assert!(seen >= 7, "expected the 7 example data points, found {seen}");

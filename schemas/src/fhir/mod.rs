@@ -8,8 +8,8 @@
 //!   exists, caller may write, device is a personal device, identifiers unused, code known and consented, OMH schema)
 //!   belong to ingest, which interleaves them with the deferred syntactic checks of [`ObservationUpload`] in the
 //!   order of §6.7.
-//! * Effective time: [`effective`] derives the UTC instant or interval from an OMH `effective_time_frame` exactly as
-//!   the reference does (§9.4).
+//! * Effective time is derived from the OMH body by [`crate::omh::Validators::validate_data_point`] (§9.4), once,
+//!   for every stage.
 //! * Rendering: [`render`] builds the six mapped resources, [`bundle`] the searchset and batch-response Bundles,
 //!   [`outcome`] the OperationOutcome and [`capability`] the CapabilityStatement. Renderers return small `Serialize`
 //!   structs (no `serde_json::Value` on the hot read path) whose key order is the reference's.
@@ -22,7 +22,6 @@ mod time;
 
 pub mod bundle;
 pub mod capability;
-pub mod effective;
 pub mod outcome;
 pub mod render;
 

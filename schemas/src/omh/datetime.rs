@@ -71,6 +71,11 @@ pub(crate) fn parse_full_date(text: &str) -> Option<i64> {
 /// An RFC 3339 date-time with an offset as microseconds since the epoch in UTC (fractions beyond microseconds
 /// are truncated; a leap second counts as the first instant of the next minute).
 pub(crate) fn parse_date_time(text: &str) -> Option<i64> {
+    parse_date_time_with_offset(text).map(|(utc_micros, _)| utc_micros)
+}
+
+/// [`parse_date_time`] and the timestamp's UTC offset in minutes (calendar durations move its wall clock).
+pub(crate) fn parse_date_time_with_offset(text: &str) -> Option<(i64, i64)> {
     let bytes = text.as_bytes();
     if bytes.len() < 20 || !matches!(bytes[10], b'T' | b't') {
         return None;
@@ -120,17 +125,20 @@ pub(crate) fn parse_date_time(text: &str) -> Option<i64> {
         return None;
     }
     let seconds = days * SECONDS_PER_DAY + (local_minutes - offset_minutes) * 60 + i64::from(second);
-    Some(seconds * MICROS_PER_SECOND + micros)
+    Some((seconds * MICROS_PER_SECOND + micros, offset_minutes))
 }
 
-/// A duration of `value` `unit` (the OMH duration units) added to `micros`; months and years are calendar
-/// ones (the whole part; a fraction counts as its share of an average month/year).
-pub(crate) fn add_duration(micros: i64, value: f64, unit: &str, sign: i64) -> Option<i64> {
+/// A duration of `value` `unit` (the OMH duration units) added to (`sign` 1) or taken from (`sign` -1) the instant
+/// `micros`, as the reference's `effective_time_frame.py` does: fixed units exactly (ties to even), months and
+/// years as whole calendar units on the wall clock of the timestamp's own offset (`offset_minutes`), the day
+/// clamped to the month's end. `None` for an unknown unit or a result outside the years 1–9999.
+pub(crate) fn add_duration(micros: i64, offset_minutes: i64, value: f64, unit: &str, sign: i64) -> Option<i64> {
     let fixed = |per_unit: f64| {
-        let delta = value * per_unit;
-        delta.is_finite().then(|| micros + sign * delta.round() as i64)
+        let delta = (value * per_unit).round_ties_even();
+        // beyond ±1e17 µs (about 3,000 years) the result leaves the supported years anyway
+        (delta.is_finite() && delta.abs() <= 1e17).then(|| micros + sign * delta as i64)
     };
-    match unit {
+    let shifted = match unit {
         "ps" => fixed(1e-6),
         "ns" => fixed(1e-3),
         "us" => fixed(1.0),
@@ -140,26 +148,31 @@ pub(crate) fn add_duration(micros: i64, value: f64, unit: &str, sign: i64) -> Op
         "h" => fixed(3_600e6),
         "d" => fixed(86_400e6),
         "wk" => fixed(604_800e6),
-        "Mo" => add_months(micros, value, sign),
-        "yr" => add_months(micros, value * 12.0, sign),
+        "Mo" => add_months(micros, offset_minutes, value, 1, sign),
+        "yr" => add_months(micros, offset_minutes, value, 12, sign),
         _ => None,
-    }
+    }?;
+    let local_days =
+        (shifted + offset_minutes * 60 * MICROS_PER_SECOND).div_euclid(SECONDS_PER_DAY * MICROS_PER_SECOND);
+    (1..=9999).contains(&civil_from_days(local_days).0).then_some(shifted)
 }
 
-fn add_months(micros: i64, months: f64, sign: i64) -> Option<i64> {
-    if !months.is_finite() || months.abs() > 1e6 {
+/// Whole `value` units of `months_per_unit` months (the fraction is dropped, as in the reference).
+fn add_months(micros: i64, offset_minutes: i64, value: f64, months_per_unit: i64, sign: i64) -> Option<i64> {
+    let whole = value.trunc();
+    if !whole.is_finite() || whole.abs() > 1e6 {
         return None;
     }
-    let whole = months.trunc() as i64 * sign;
+    let months = whole as i64 * months_per_unit * sign;
     let day_micros = SECONDS_PER_DAY * MICROS_PER_SECOND;
-    let (days, within_day) = (micros.div_euclid(day_micros), micros.rem_euclid(day_micros));
+    let offset_micros = offset_minutes * 60 * MICROS_PER_SECOND;
+    let local = micros + offset_micros;
+    let (days, within_day) = (local.div_euclid(day_micros), local.rem_euclid(day_micros));
     let (year, month, day) = civil_from_days(days);
-    let month_index = year * 12 + i64::from(month) - 1 + whole;
+    let month_index = year * 12 + i64::from(month) - 1 + months;
     let (new_year, new_month) = (month_index.div_euclid(12), (month_index.rem_euclid(12) + 1) as u32);
     let new_day = day.min(days_in_month(new_year, new_month));
-    let shifted = days_from_civil(new_year, new_month, new_day) * day_micros + within_day;
-    let average_month_micros = 30.436_875 * day_micros as f64;
-    Some(shifted + sign * (months.fract() * average_month_micros).round() as i64)
+    Some(days_from_civil(new_year, new_month, new_day) * day_micros + within_day - offset_micros)
 }
 
 #[cfg(test)]
@@ -213,9 +226,20 @@ mod tests {
     #[test]
     fn durations_fixed_and_calendar() {
         let start = parse_date_time("2024-01-31T10:00:00Z").unwrap();
-        assert_eq!(add_duration(start, 90.0, "min", 1), parse_date_time("2024-01-31T11:30:00Z"));
-        assert_eq!(add_duration(start, 1.0, "Mo", 1), parse_date_time("2024-02-29T10:00:00Z"));
-        assert_eq!(add_duration(start, 1.0, "yr", -1), parse_date_time("2023-01-31T10:00:00Z"));
-        assert_eq!(add_duration(start, 1.0, "fortnight", 1), None);
+        assert_eq!(add_duration(start, 0, 90.0, "min", 1), parse_date_time("2024-01-31T11:30:00Z"));
+        assert_eq!(add_duration(start, 0, 1.0, "Mo", 1), parse_date_time("2024-02-29T10:00:00Z"));
+        assert_eq!(add_duration(start, 0, 1.0, "yr", -1), parse_date_time("2023-01-31T10:00:00Z"));
+        assert_eq!(add_duration(start, 0, 1.0, "fortnight", 1), None);
+        // calendar units move the wall clock in the original offset, and drop fractions
+        let (late, offset) = parse_date_time_with_offset("2026-01-31T23:00:00-05:00").unwrap();
+        assert_eq!(add_duration(late, offset, 1.9, "Mo", 1), parse_date_time("2026-03-01T04:00:00Z"));
+        let (leap, offset) = parse_date_time_with_offset("2024-02-29T12:00:00Z").unwrap();
+        assert_eq!(add_duration(leap, offset, 1.0, "yr", -1), parse_date_time("2023-02-28T12:00:00Z"));
+        assert_eq!(add_duration(start, 0, 1500.0, "us", 1), parse_date_time("2024-01-31T10:00:00.0015Z"));
+        // results outside the years 1–9999 are refused
+        let end_of_time = parse_date_time("9999-12-31T09:00:00Z").unwrap();
+        assert_eq!(add_duration(end_of_time, 0, 1.0, "d", 1), None);
+        assert_eq!(add_duration(start, 0, 1e300, "yr", 1), None);
+        assert_eq!(add_duration(start, 0, 1e300, "sec", -1), None);
     }
 }

@@ -1,7 +1,7 @@
 //! What jhe reads out of a valid body: when it happened (`effective_time_frame`, as the reference's
 //! `effective_time_frame.py` does) and the main measured value with its unit.
 
-use super::datetime::{add_duration, parse_date_time, parse_full_date};
+use super::datetime::{add_duration, parse_date_time, parse_date_time_with_offset, parse_full_date};
 use super::json::{Doc, Kind, NodeId};
 use crate::{EffectiveTime, MeasuredValues};
 
@@ -30,13 +30,13 @@ pub(crate) fn time_frame(doc: &Doc<'_>, frame: NodeId) -> Option<EffectiveTime> 
         return Some(EffectiveTime { start_micros: instant, end_micros: None });
     }
     let interval = doc.get(frame, "time_interval")?;
-    let start = date_time(doc, interval, "start_date_time");
-    let end = date_time(doc, interval, "end_date_time");
+    let with_offset = |key| text(doc, interval, key).and_then(parse_date_time_with_offset);
+    let (start, end) = (with_offset("start_date_time"), with_offset("end_date_time"));
     let duration = doc.get(interval, "duration").and_then(|duration| unit_value(doc, duration));
     let (start, end) = match (start, end, duration) {
-        (Some(start), Some(end), _) => (start, end),
-        (Some(start), None, Some((value, unit))) => (start, add_duration(start, value, unit, 1)?),
-        (None, Some(end), Some((value, unit))) => (add_duration(end, value, unit, -1)?, end),
+        (Some((start, _)), Some((end, _)), _) => (start, end),
+        (Some((start, offset)), None, Some((value, unit))) => (start, add_duration(start, offset, value, unit, 1)?),
+        (None, Some((end, offset)), Some((value, unit))) => (add_duration(end, offset, value, unit, -1)?, end),
         _ => {
             // omh:time-interval:1.0 also allows a date and a part of the day (taken in UTC).
             let day = parse_full_date(text(doc, interval, "date")?)? * 24 * HOUR_MICROS;
@@ -148,6 +148,27 @@ mod tests {
             })
         );
         assert_eq!(frame(r#"{"time_interval":{"start_date_time":"2025-01-01T00:00:00Z"}}"#), None);
+        // the reference's rules: calendar durations on the original offset's wall clock, fractions dropped
+        assert_eq!(
+            frame(
+                r#"{"time_interval":{"start_date_time":"2026-01-31T23:00:00-05:00","duration":{"value":1.9,"unit":"Mo"}}}"#
+            ),
+            Some(EffectiveTime {
+                start_micros: at("2026-02-01T04:00:00Z"),
+                end_micros: Some(at("2026-03-01T04:00:00Z"))
+            })
+        );
+        for part in ["night", "morning", "afternoon", "evening"] {
+            assert!(frame(&format!(r#"{{"time_interval":{{"date":"2026-07-18","part_of_day":"{part}"}}}}"#)).is_some());
+        }
+        assert_eq!(frame(r#"{"time_interval":{"date":"2026-07-18","part_of_day":"noon"}}"#), None);
+        // a duration that cannot be applied does not fall back to date + part_of_day
+        assert_eq!(
+            frame(
+                r#"{"time_interval":{"start_date_time":"9999-12-31T09:00:00Z","duration":{"value":1,"unit":"d"},"date":"2026-07-18","part_of_day":"night"}}"#
+            ),
+            None
+        );
     }
 
     #[test]
