@@ -240,3 +240,26 @@ pub(crate) fn no_content() -> ApiResult<Response> {
 pub(crate) fn created_empty() -> ApiResult<Response> {
     Ok(StatusCode::CREATED.into_response())
 }
+
+/// An id inside a JSON body: a number, or a string holding one.
+pub(crate) fn id_value(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The id a link request names (`{"dataSourceId": 70001}`): under one of `keys` in the body (the only keys it may
+/// have), else, when `url` is given, in the query string for clients that cannot send a DELETE body. `name` is the
+/// field's wire name in messages.
+pub(crate) fn link_id(body: &Body, url: Option<&RequestUrl>, keys: &[&str], name: &str) -> ApiResult<i64> {
+    body.only(keys)?;
+    if let Some(value) = keys.iter().find_map(|key| body.0.get(*key).filter(|value| !value.is_null())) {
+        return id_value(value).ok_or_else(|| ApiError::bad_request(format!("{name}: `{value}` is not an id")));
+    }
+    match url.and_then(|url| keys.iter().find_map(|key| url.param(key))) {
+        Some(text) => text.trim().parse().map_err(|_| ApiError::bad_request(format!("{name}: `{text}` is not an id"))),
+        None => Err(ApiError::bad_request(format!("{name}: this field is required"))),
+    }
+}

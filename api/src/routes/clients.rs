@@ -5,7 +5,7 @@
 use crate::AppState;
 use crate::access::{require_practitioner, require_superuser};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
+use crate::extract::{Auth, Body, Id, RequestUrl, created, link_id, no_content, ok};
 use crate::paging::{fixed_page_request, paged};
 use axum::Router;
 use axum::extract::State;
@@ -190,17 +190,6 @@ async fn data_sources(State(state): State<AppState>, Auth(caller): Auth, Id(id):
     ok(&jhe_catalog::client_data_sources(&state.pool, id).await?)
 }
 
-/// `dataSourceId` from the body, or from the query string for clients that cannot send a DELETE body.
-fn data_source_id(body: &Body, url: &RequestUrl) -> ApiResult<i64> {
-    body.only(&["data_source_id"])?;
-    match body.int("data_source_id")? {
-        Some(id) => Ok(id),
-        None => url
-            .int_param("data_source_id")?
-            .ok_or_else(|| ApiError::bad_request("dataSourceId: this field is required")),
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/clients/{id}/data_sources", tag = "clients",
     params(("id" = i64, Path, description = "client row id")),
     request_body(content = serde_json::Value, description = "`{\"dataSourceId\"}`"),
@@ -215,7 +204,7 @@ async fn add_data_source(
     body: Body,
 ) -> ApiResult<Response> {
     require_superuser(&caller)?;
-    let data_source = data_source_id(&body, &url)?;
+    let data_source = link_id(&body, Some(&url), &["data_source_id"], "dataSourceId")?;
     created(&jhe_catalog::add_client_data_source(&state.pool, id, data_source).await?)
 }
 
@@ -232,7 +221,7 @@ async fn remove_data_source(
     body: Body,
 ) -> ApiResult<Response> {
     require_superuser(&caller)?;
-    let data_source = data_source_id(&body, &url)?;
+    let data_source = link_id(&body, Some(&url), &["data_source_id"], "dataSourceId")?;
     jhe_catalog::remove_client_data_source(&state.pool, id, data_source).await?;
     no_content()
 }

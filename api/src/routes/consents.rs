@@ -6,10 +6,10 @@
 //! with a 500 is a 4xx here, and a write changes all the rows it names or none.
 
 use super::patients::require_patient_visible;
-use super::studies::{id_value, missing_as_bad_request};
+use super::studies::missing_as_bad_request;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
+use crate::extract::{Auth, Body, Id, RequestUrl, created, id_value, no_content, ok};
 use axum::Router;
 use axum::extract::State;
 use axum::response::Response;

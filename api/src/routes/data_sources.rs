@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::access::{require_practitioner, require_superuser};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
+use crate::extract::{Auth, Body, Id, RequestUrl, created, link_id, no_content, ok};
 use crate::paging::{DEFAULT_PAGE_SIZE, page_request, paged};
 use axum::Router;
 use axum::extract::State;
@@ -127,16 +127,6 @@ async fn supported_scopes(State(state): State<AppState>, Auth(caller): Auth, Id(
     ok(&jhe_catalog::data_source_supported_scopes(&state.pool, id).await?)
 }
 
-/// `scopeCodeId` from the body, or from the query string for clients that cannot send a DELETE body.
-fn scope_code_id(body: &Body, url: &RequestUrl) -> ApiResult<i64> {
-    match body.int("scope_code_id")? {
-        Some(id) => Ok(id),
-        None => {
-            url.int_param("scope_code_id")?.ok_or_else(|| ApiError::bad_request("scopeCodeId: this field is required"))
-        }
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/data_sources/{id}/supported_scopes", tag = "data_sources",
     params(("id" = i64, Path, description = "data source id")),
     request_body(content = serde_json::Value, description = "`{\"scopeCodeId\"}`"),
@@ -151,8 +141,7 @@ async fn add_supported_scope(
     body: Body,
 ) -> ApiResult<Response> {
     require_superuser(&caller)?;
-    body.only(&["scope_code_id"])?;
-    let code = scope_code_id(&body, &url)?;
+    let code = link_id(&body, Some(&url), &["scope_code_id"], "scopeCodeId")?;
     created(&jhe_catalog::add_supported_scope(&state.pool, id, code).await?)
 }
 
@@ -169,8 +158,7 @@ async fn remove_supported_scope(
     body: Body,
 ) -> ApiResult<Response> {
     require_superuser(&caller)?;
-    body.only(&["scope_code_id"])?;
-    let code = scope_code_id(&body, &url)?;
+    let code = link_id(&body, Some(&url), &["scope_code_id"], "scopeCodeId")?;
     jhe_catalog::remove_supported_scope(&state.pool, id, code).await?;
     no_content()
 }

@@ -11,7 +11,7 @@
 use crate::AppState;
 use crate::access::{require_member, require_permission, require_practitioner};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Auth, Body, Id, RequestUrl, created, created_empty, no_content, ok};
+use crate::extract::{Auth, Body, Id, RequestUrl, created, created_empty, id_value, link_id, no_content, ok};
 use crate::paging::{DEFAULT_PAGE_SIZE, page_request, paged};
 use axum::Router;
 use axum::extract::State;
@@ -247,15 +247,6 @@ fn patient_ids(body: &Body) -> ApiResult<Vec<i64>> {
         .collect()
 }
 
-/// An id inside a JSON body: a number, or a string holding one.
-pub(super) fn id_value(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
 #[derive(Serialize)]
 struct Enrolments {
     study_patients: Vec<StudyPatient>,
@@ -309,12 +300,8 @@ const SCOPE_CODE_ID: LinkField = LinkField { spellings: &["scope_code_id"], name
 const CLIENT_ID: LinkField = LinkField { spellings: &["clientId", "client_id"], name: "clientId" };
 const DATA_SOURCE_ID: LinkField = LinkField { spellings: &["data_source_id"], name: "dataSourceId" };
 
-fn link_id(body: &Body, field: &LinkField) -> ApiResult<i64> {
-    body.only(field.spellings)?;
-    let Some(value) = field.spellings.iter().find_map(|key| body.0.get(*key).filter(|value| !value.is_null())) else {
-        return Err(ApiError::bad_request(format!("{}: this field is required", field.name)));
-    };
-    id_value(value).ok_or_else(|| ApiError::bad_request(format!("{}: `{value}` is not an id", field.name)))
+fn study_link_id(body: &Body, field: &LinkField) -> ApiResult<i64> {
+    link_id(body, None, field.spellings, field.name)
 }
 
 #[utoipa::path(get, path = "/api/v1/studies/{id}/scope_requests", tag = "studies",
@@ -341,7 +328,7 @@ async fn add_scope_request(
     body: Body,
 ) -> ApiResult<Response> {
     writable_study(&state, &caller, id).await?;
-    let code_id = link_id(&body, &SCOPE_CODE_ID)?;
+    let code_id = study_link_id(&body, &SCOPE_CODE_ID)?;
     created(&jhe_catalog::add_study_scope_request(&state.pool, id, code_id).await?)
 }
 
@@ -358,7 +345,7 @@ async fn remove_scope_request(
     body: Body,
 ) -> ApiResult<Response> {
     writable_study(&state, &caller, id).await?;
-    let code_id = link_id(&body, &SCOPE_CODE_ID)?;
+    let code_id = study_link_id(&body, &SCOPE_CODE_ID)?;
     jhe_catalog::remove_study_scope_request(&state.pool, id, code_id).await?;
     no_content()
 }
@@ -383,7 +370,7 @@ async fn list_clients(State(state): State<AppState>, Auth(caller): Auth, Id(id):
               (status = 409, description = "already linked")))]
 async fn add_client(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id, body: Body) -> ApiResult<Response> {
     writable_study(&state, &caller, id).await?;
-    jhe_catalog::add_study_client(&state.pool, id, link_id(&body, &CLIENT_ID)?).await?;
+    jhe_catalog::add_study_client(&state.pool, id, study_link_id(&body, &CLIENT_ID)?).await?;
     created_empty()
 }
 
@@ -400,7 +387,7 @@ async fn remove_client(
     body: Body,
 ) -> ApiResult<Response> {
     writable_study(&state, &caller, id).await?;
-    jhe_catalog::remove_study_client(&state.pool, id, link_id(&body, &CLIENT_ID)?).await?;
+    jhe_catalog::remove_study_client(&state.pool, id, study_link_id(&body, &CLIENT_ID)?).await?;
     no_content()
 }
 
@@ -429,7 +416,7 @@ async fn add_data_source(
     body: Body,
 ) -> ApiResult<Response> {
     writable_study(&state, &caller, id).await?;
-    let data_source_id = link_id(&body, &DATA_SOURCE_ID)?;
+    let data_source_id = study_link_id(&body, &DATA_SOURCE_ID)?;
     jhe_catalog::add_study_data_source(&state.pool, id, data_source_id).await?;
     created_empty()
 }
@@ -447,7 +434,7 @@ async fn remove_data_source(
     body: Body,
 ) -> ApiResult<Response> {
     writable_study(&state, &caller, id).await?;
-    let data_source_id = link_id(&body, &DATA_SOURCE_ID)?;
+    let data_source_id = study_link_id(&body, &DATA_SOURCE_ID)?;
     jhe_catalog::remove_study_data_source(&state.pool, id, data_source_id).await?;
     no_content()
 }
