@@ -1,16 +1,25 @@
 //! The `jhe` command line: subcommands, configuration (defaults < TOML file < environment < flags).
 
 use crate::AppState;
+use crate::pipeline::{PipelineConfig, Roles};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/jhe";
 const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
 const DEFAULT_DATA_DIR: &str = "./var";
+const DEFAULT_TOPIC: &str = "jhe.observations";
+const DEFAULT_LOG_PARTITIONS: i32 = 6;
+const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
+const DEFAULT_FLUSH_MAX_RECORDS: usize = 500_000;
+const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Parser)]
 #[command(name = "jhe", version, about = "JupyterHealth Exchange, rebuilt in Rust as a streaming system")]
@@ -27,8 +36,12 @@ pub enum Command {
     /// Everything in one process on embedded defaults: creates the database, migrates, seeds the demo data
     /// when it is empty, and serves HTTP.
     Dev(ServerArgs),
-    /// Serve the HTTP API (the database must be migrated).
+    /// Serve the HTTP API and take uploads (the database must be migrated). With Kafka (JHE_KAFKA_BROKERS) uploads
+    /// go to the topic and `jhe process` stores them; without it, this process also runs the processor.
     Serve(ServerArgs),
+    /// Run the processor: consume the Kafka topic and publish Parquet files (needs JHE_KAFKA_BROKERS). Scale out by
+    /// starting more (one per partition at most).
+    Process(ProcessArgs),
     /// Apply the database migrations.
     Migrate(DatabaseArgs),
     /// Load the reference demo data (idempotent).
@@ -84,6 +97,49 @@ pub struct ServerArgs {
     /// Largest number of Postgres connections [default: 16]
     #[arg(long, env = "JHE_DATABASE_MAX_CONNECTIONS")]
     pub database_max_connections: Option<u32>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// The data plane: log, object store, processor tuning.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Kafka bootstrap servers (host:port,...); unset = the embedded durable log under the data directory
+    #[arg(long, env = "JHE_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Where Parquet files go: s3://bucket/prefix (AWS_* variables for endpoint, region, credentials) or
+    /// file:///dir [default: <data dir>/lake]
+    #[arg(long, env = "JHE_OBJECT_STORE_URL")]
+    pub object_store_url: Option<String>,
+    /// The observation topic (dead letters go to <topic>.dlq) [default: jhe.observations]
+    #[arg(long, env = "JHE_TOPIC")]
+    pub topic: Option<String>,
+    /// Partitions of topics jhe creates [default: 6]
+    #[arg(long, env = "JHE_LOG_PARTITIONS")]
+    pub log_partitions: Option<i32>,
+    /// Longest wait before buffered observations are written and queryable, in milliseconds [default: 1000]
+    #[arg(long, env = "JHE_FLUSH_INTERVAL_MS")]
+    pub flush_interval_ms: Option<u64>,
+    /// Most observations written in one flush (one file per code and day each) [default: 500000]
+    #[arg(long, env = "JHE_FLUSH_MAX_RECORDS")]
+    pub flush_max_records: Option<usize>,
+    /// A folder of extra JSON Schema files for site-specific data types
+    #[arg(long, env = "JHE_SCHEMAS_DIR")]
+    pub schemas_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProcessArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Where jhe keeps its data files [default: ./var]
+    #[arg(long, env = "JHE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for GET /metrics (Prometheus) and /health [default: 127.0.0.1:9464]
+    #[arg(long, env = "JHE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -116,6 +172,14 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub site_url: Option<url::Url>,
     pub database_max_connections: Option<u32>,
+    pub kafka_brokers: Option<String>,
+    pub object_store_url: Option<String>,
+    pub topic: Option<String>,
+    pub log_partitions: Option<i32>,
+    pub flush_interval_ms: Option<u64>,
+    pub flush_max_records: Option<usize>,
+    pub schemas_dir: Option<PathBuf>,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -136,6 +200,66 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub site_url: Option<url::Url>,
     pub database_max_connections: u32,
+    pub pipeline: PipelineConfig,
+}
+
+/// The data-plane configuration from flags, file and defaults.
+pub fn pipeline_config(
+    args: &PipelineArgs,
+    file: &FileConfig,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<PipelineConfig> {
+    let partitions = args.log_partitions.or(file.log_partitions).unwrap_or(DEFAULT_LOG_PARTITIONS);
+    anyhow::ensure!((1..=1024).contains(&partitions), "log_partitions must be between 1 and 1024");
+    let flush_ms = args.flush_interval_ms.or(file.flush_interval_ms).unwrap_or(DEFAULT_FLUSH_INTERVAL_MS);
+    anyhow::ensure!((10..=600_000).contains(&flush_ms), "flush_interval_ms must be between 10 and 600000");
+    let topic = args.topic.clone().or_else(|| file.topic.clone()).unwrap_or_else(|| DEFAULT_TOPIC.to_owned());
+    anyhow::ensure!(!topic.trim().is_empty(), "topic must not be empty");
+    Ok(PipelineConfig {
+        kafka_brokers: args
+            .kafka_brokers
+            .clone()
+            .or_else(|| file.kafka_brokers.clone())
+            .filter(|b| !b.trim().is_empty()),
+        object_store_url: args.object_store_url.clone().or_else(|| file.object_store_url.clone()),
+        data_dir: data_dir.to_path_buf(),
+        topic,
+        partitions,
+        group: "jhe-processor".to_owned(),
+        flush_interval: std::time::Duration::from_millis(flush_ms),
+        flush_max_records: args
+            .flush_max_records
+            .or(file.flush_max_records)
+            .unwrap_or(DEFAULT_FLUSH_MAX_RECORDS)
+            .max(1),
+        schemas_dir: args.schemas_dir.clone().or_else(|| file.schemas_dir.clone()),
+    })
+}
+
+/// `jhe process` configuration.
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    pub database_url: String,
+    pub metrics_listen: SocketAddr,
+    pub pipeline: PipelineConfig,
+}
+
+impl ProcessConfig {
+    pub fn resolve(args: &ProcessArgs, file: &FileConfig) -> anyhow::Result<Self> {
+        let data_dir =
+            args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let pipeline = pipeline_config(&args.pipeline, file, &data_dir)?;
+        anyhow::ensure!(
+            pipeline.kafka_brokers.is_some(),
+            "jhe process reads the Kafka topic: set JHE_KAFKA_BROKERS (or --kafka-brokers). Without Kafka, `jhe serve` \
+             and `jhe dev` run the processor in-process on the embedded log."
+        );
+        let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+            Some(listen) => listen,
+            None => DEFAULT_METRICS_LISTEN.parse().context("default metrics address")?,
+        };
+        Ok(Self { database_url: database_url(&args.database, file), metrics_listen, pipeline })
+    }
 }
 
 impl ServerConfig {
@@ -146,14 +270,13 @@ impl ServerConfig {
         };
         let max = args.database_max_connections.or(file.database_max_connections).unwrap_or(16);
         anyhow::ensure!(max >= 1, "database_max_connections must be at least 1");
+        let data_dir =
+            args.data_dir.clone().or_else(|| file.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         Ok(ServerConfig {
             database_url: database_url(&args.database, file),
             listen,
-            data_dir: args
-                .data_dir
-                .clone()
-                .or_else(|| file.data_dir.clone())
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            pipeline: pipeline_config(&args.pipeline, file, &data_dir)?,
+            data_dir,
             site_url: args.site_url.clone().or_else(|| file.site_url.clone()),
             database_max_connections: max,
         })
@@ -176,18 +299,103 @@ pub async fn prepare_database(database_url: &str, create: bool, max_connections:
     Ok(pool)
 }
 
-/// Serves HTTP until SIGINT/SIGTERM.
-pub async fn run_server(config: ServerConfig, pool: sqlx::PgPool) -> anyhow::Result<()> {
+/// Serves HTTP and runs the data-plane roles of this process until SIGINT/SIGTERM; then stops taking requests,
+/// lets the processor publish what it holds, and exits.
+pub async fn run_server(
+    config: ServerConfig,
+    pool: sqlx::PgPool,
+    metrics: Option<PrometheusHandle>,
+    always_process: bool,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {} (set JHE_LISTEN to use another address)", config.listen))?;
-    let state =
-        AppState { pool, site_url: config.site_url.as_ref().map(|u| Arc::from(u.as_str().trim_end_matches('/'))) };
-    tracing::info!(listen = %config.listen, "serving");
-    crate::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
-    Ok(())
+    // The embedded log is one process's: whoever takes uploads must also process them.
+    let roles = Roles { ingest: true, processor: always_process || config.pipeline.kafka_brokers.is_none() };
+    let stop = CancellationToken::new();
+    let mut plane = crate::pipeline::start(&config.pipeline, pool.clone(), roles, stop.clone()).await?;
+    let state = AppState {
+        pool,
+        site_url: config.site_url.as_ref().map(|u| Arc::from(u.as_str().trim_end_matches('/'))),
+        ingest: plane.ingest.take(),
+        metrics,
+    };
+    tracing::info!(listen = %config.listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
+    let http_stop = stop.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        http_stop.cancel();
+    };
+    let served = tokio::select! {
+        served = crate::serve(listener, state, shutdown) => served.context("serving HTTP"),
+        failed = first_failure(&mut plane.tasks) => failed,
+    };
+    stop.cancel();
+    drain(&mut plane.tasks).await;
+    served
+}
+
+/// Runs the processor (and its compactor and janitor) until SIGINT/SIGTERM, with /metrics and /health.
+pub async fn run_processor(
+    config: ProcessConfig,
+    pool: sqlx::PgPool,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("listening on {} (set JHE_METRICS_LISTEN)", config.metrics_listen))?;
+    let stop = CancellationToken::new();
+    let mut plane =
+        crate::pipeline::start(&config.pipeline, pool.clone(), Roles { ingest: false, processor: true }, stop.clone())
+            .await?;
+    let state = AppState { metrics, ..AppState::new(pool) };
+    let http_stop = stop.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        http_stop.cancel();
+    };
+    tracing::info!(metrics = %config.metrics_listen, topic = %config.pipeline.topic, "processing");
+    let served = tokio::select! {
+        served = crate::serve(listener, state, shutdown) => served.context("serving metrics"),
+        failed = first_failure(&mut plane.tasks) => failed,
+    };
+    stop.cancel();
+    drain(&mut plane.tasks).await;
+    served
+}
+
+/// Resolves when a background task fails (or all have ended); a failed task stops the process, which restarts
+/// from the published positions.
+async fn first_failure(tasks: &mut JoinSet<anyhow::Result<()>>) -> anyhow::Result<()> {
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error),
+            Err(error) => return Err(anyhow::anyhow!("a background task panicked: {error}")),
+        }
+    }
+    std::future::pending().await
+}
+
+async fn drain(tasks: &mut JoinSet<anyhow::Result<()>>) {
+    let deadline = tokio::time::sleep(std::time::Duration::from_secs(30));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => {
+                tracing::warn!("background tasks did not stop within 30 s; exiting");
+                tasks.abort_all();
+                return;
+            }
+            joined = tasks.join_next() => match joined {
+                None => return,
+                Some(Ok(Err(error))) => tracing::error!(error = %format!("{error:#}"), "background task failed"),
+                Some(_) => {}
+            },
+        }
+    }
 }
 
 async fn shutdown_signal() {

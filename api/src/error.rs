@@ -43,6 +43,13 @@ impl ApiError {
         Self::new(ErrorKind::Internal, "internal error; the server log has the details")
     }
 
+    /// The same error as a FHIR OperationOutcome (the FHIR routes' error format, §6.9), without the
+    /// WWW-Authenticate header (the reference sends none on FHIR routes).
+    pub(crate) fn into_fhir_response(self) -> Response {
+        let outcome = jhe_schemas::fhir::outcome::OperationOutcome::error(self.detail.as_str());
+        (self.status(), axum::Json(outcome)).into_response()
+    }
+
     fn status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,

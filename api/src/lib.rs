@@ -8,7 +8,9 @@ mod error;
 mod extract;
 mod openapi;
 mod paging;
+pub mod pipeline;
 mod routes;
+pub mod validate_cmd;
 
 use axum::Router;
 use sqlx::PgPool;
@@ -20,11 +22,32 @@ use tokio::net::TcpListener;
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 
 /// What every handler shares.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     /// The external base URL for links; derived from each request when unset.
     pub site_url: Option<Arc<str>>,
+    /// Uploads (`POST /FHIR/R5/…`); `None` answers them with 503.
+    pub ingest: Option<jhe_ingest::Ingestor>,
+    /// The Prometheus recorder behind `GET /metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl AppState {
+    /// The REST API only (no uploads, no metrics).
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, site_url: None, ingest: None, metrics: None }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("site_url", &self.site_url)
+            .field("ingest", &self.ingest.is_some())
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The complete HTTP application.

@@ -1,10 +1,12 @@
 //! `jhe`: wiring only. Each subcommand calls one entry point.
 
-mod validate_cmd;
-
 use anyhow::Context;
 use clap::Parser;
-use jhe_api::cli::{Cli, Command, FileConfig, ServerConfig, TokenCommand, database_url, prepare_database, run_server};
+use jhe_api::cli::{
+    Cli, Command, FileConfig, ProcessConfig, ServerConfig, TokenCommand, database_url, prepare_database, run_processor,
+    run_server,
+};
+use jhe_api::validate_cmd;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -29,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
                 "\njhe is running at {site}\n  health:   {site}/health\n  REST API: {site}/api/v1 (OpenAPI at {site}/api/schema/swagger-ui/)\n  log in:   admin@example.com or manager_mary@example.com, password `{}`\n  token:    jhe token create --email manager_mary@example.com\n",
                 jhe_catalog::SEED_PASSWORD
             );
-            run_server(config, pool).await
+            run_server(config, pool, install_metrics(), true).await
         }
         Command::Serve(args) => {
             let config = ServerConfig::resolve(&args, &file)?;
@@ -42,7 +44,16 @@ async fn main() -> anyhow::Result<()> {
                 "the database has {} migration(s) to apply ({pending:?}); run `jhe migrate` first",
                 pending.len()
             );
-            run_server(config, pool).await
+            run_server(config, pool, install_metrics(), false).await
+        }
+        Command::Process(args) => {
+            let config = ProcessConfig::resolve(&args, &file)?;
+            let pool = jhe_catalog::connect(&config.database_url, 8)
+                .await
+                .context("connecting to Postgres (set DATABASE_URL)")?;
+            let pending = jhe_catalog::pending_migrations(&pool).await.context("reading the applied migrations")?;
+            anyhow::ensure!(pending.is_empty(), "the database has migrations to apply; run `jhe migrate` first");
+            run_processor(config, pool, install_metrics()).await
         }
         Command::Migrate(args) => {
             prepare_database(&database_url(&args, &file), true, 2).await?;
@@ -72,6 +83,17 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("creating a token for {}", args.email))?;
             println!("{}", token.token);
             Ok(())
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (`GET /metrics`).
+fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "metrics are disabled");
+            None
         }
     }
 }

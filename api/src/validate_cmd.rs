@@ -1,13 +1,13 @@
 //! `jhe validate`: Open mHealth data points from files, folders or NDJSON on stdin, one line per invalid point
 //! (`file[:line]: path: rule`), a summary on stderr, exit 0 (all valid), 1 (some invalid) or 2 (usage/I/O).
 
+use crate::cli::ValidateArgs;
 use anyhow::{Context, bail};
-use jhe_api::cli::ValidateArgs;
 use jhe_schemas::omh::{SchemaId, Validators};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub(crate) fn run(args: &ValidateArgs) -> i32 {
+pub fn run(args: &ValidateArgs) -> i32 {
     match validate(args) {
         Ok(tally) => {
             eprintln!("{} valid, {} invalid", tally.valid, tally.invalid);
@@ -88,7 +88,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// The extra JSON Schemas of `dir` (every *.json file, recursively).
-fn load_validators(dir: Option<&Path>) -> anyhow::Result<Validators> {
+pub fn load_validators(dir: Option<&Path>) -> anyhow::Result<Validators> {
     let Some(dir) = dir else {
         return Ok(Validators::builtin());
     };

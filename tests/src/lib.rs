@@ -152,6 +152,11 @@ pub struct TestServer {
     pub db: TestDatabase,
     http: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Stops the data plane (processor, cache follower) of a pipeline server.
+    pipeline_stop: Option<tokio_util::sync::CancellationToken>,
+    pipeline_tasks: Option<tokio::task::JoinSet<anyhow::Result<()>>>,
+    /// The ingest service of a pipeline server (tests wait on its control-plane cache).
+    pub ingest: Option<jhe_ingest::Ingestor>,
 }
 
 /// An HTTP answer: status and JSON body (`Value::Null` when empty or not JSON).
@@ -176,9 +181,45 @@ impl TestServer {
     }
 
     pub async fn start_with(db: TestDatabase) -> anyhow::Result<Self> {
+        Self::start_state(db, None, None).await
+    }
+
+    /// A server that also takes uploads and runs the data-plane `roles` of `config` in this process.
+    pub async fn start_pipeline(
+        db: TestDatabase,
+        config: &jhe_api::pipeline::PipelineConfig,
+        roles: jhe_api::pipeline::Roles,
+    ) -> anyhow::Result<Self> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut plane = jhe_api::pipeline::start(config, db.pool.clone(), roles, stop.clone()).await?;
+        let ingest = plane.ingest.take();
+        let mut server = Self::start_state(db, ingest, Some(stop)).await?;
+        server.pipeline_tasks = Some(plane.tasks);
+        Ok(server)
+    }
+
+    /// Stops the data plane (the processor publishes what it holds) and waits for it.
+    pub async fn stop_pipeline(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.pipeline_stop.take() {
+            stop.cancel();
+        }
+        if let Some(mut tasks) = self.pipeline_tasks.take() {
+            while let Some(joined) = tasks.join_next().await {
+                joined??;
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_state(
+        db: TestDatabase,
+        ingest: Option<jhe_ingest::Ingestor>,
+        pipeline_stop: Option<tokio_util::sync::CancellationToken>,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let state = jhe_api::AppState { pool: db.pool.clone(), site_url: None };
+        let mut state = jhe_api::AppState::new(db.pool.clone());
+        state.ingest = ingest.clone();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = jhe_api::serve(listener, state, async {
@@ -192,6 +233,9 @@ impl TestServer {
             db,
             http: reqwest::Client::new(),
             shutdown: Some(shutdown),
+            pipeline_stop,
+            pipeline_tasks: None,
+            ingest,
         })
     }
 
@@ -241,6 +285,23 @@ impl TestServer {
         self.request("DELETE", path, Some(token), body).await
     }
 
+    /// A request with raw bytes (NDJSON, invalid JSON, …) and the answer's body as text.
+    pub async fn send_bytes(&self, path: &str, token: &str, content_type: &str, body: Vec<u8>) -> Answer {
+        let response = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+        Answer { status, body, headers }
+    }
+
     /// A raw request with a body that is not JSON.
     pub async fn raw(&self, method: &str, path: &str, token: &str, content_type: &str, body: &str) -> Answer {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("test uses a valid method");
@@ -276,6 +337,89 @@ impl Drop for TestServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        if let Some(stop) = self.pipeline_stop.take() {
+            stop.cancel();
+        }
+    }
+}
+
+/// The test Python interpreter (`JHE_PYTHON`, else the venv `scripts/setup --tests` makes), if it exists.
+pub fn python() -> Option<String> {
+    let path = std::env::var("JHE_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+        format!("{home}/.cache/jhe-venv/bin/python")
+    });
+    std::path::Path::new(&path).exists().then_some(path)
+}
+
+/// A pipeline on the embedded log and a local object store under `dir`, flushing every 100 ms.
+pub fn embedded_pipeline(dir: &std::path::Path) -> jhe_api::pipeline::PipelineConfig {
+    jhe_api::pipeline::PipelineConfig {
+        kafka_brokers: None,
+        object_store_url: None,
+        data_dir: dir.to_path_buf(),
+        topic: "jhe.observations".to_owned(),
+        partitions: 2,
+        group: "jhe-processor".to_owned(),
+        flush_interval: std::time::Duration::from_millis(100),
+        flush_max_records: 100_000,
+        schemas_dir: None,
+    }
+}
+
+/// Everything (ingest and processor) in this process.
+pub const ALL_ROLES: jhe_api::pipeline::Roles = jhe_api::pipeline::Roles { ingest: true, processor: true };
+
+/// Builders of Open mHealth data points and the FHIR Observations that carry them.
+pub mod omh {
+    use base64::Engine;
+    use serde_json::{Value, json};
+
+    pub const SYSTEM: &str = "https://w3id.org/openmhealth";
+    pub const HEART_RATE: &str = "omh:heart-rate:2.0";
+    pub const BLOOD_PRESSURE: &str = "omh:blood-pressure:4.0";
+
+    /// A valid heart-rate 2.0 data point at `minute` minutes after 2025-01-01T00:00:00-08:00.
+    pub fn heart_rate(uuid: &str, minute: u32, bpm: f64) -> Value {
+        let (hour, minute) = (minute / 60 % 24, minute % 60);
+        json!({
+            "header": {
+                "uuid": uuid,
+                "schema_id": {"namespace": "omh", "name": "heart-rate", "version": "2.0"},
+                "source_creation_date_time": "2025-01-01T01:04:01-08:00",
+                "modality": "sensed"
+            },
+            "body": {
+                "heart_rate": {"value": bpm, "unit": "beats/min"},
+                "effective_time_frame": {"date_time": format!("2025-01-01T{hour:02}:{minute:02}:00-08:00")}
+            }
+        })
+    }
+
+    /// A FHIR Observation carrying `data_point` as base64 JSON.
+    pub fn observation(patient: i64, device: i64, code: &str, data_point: &Value, identifier: Option<&str>) -> Value {
+        let data = base64::engine::general_purpose::STANDARD.encode(data_point.to_string());
+        let mut observation = json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": SYSTEM, "code": code}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "device": {"reference": format!("Device/{device}")},
+            "valueAttachment": {"contentType": "application/json", "data": data}
+        });
+        if let Some(value) = identifier {
+            observation["identifier"] = json!([{"system": "https://example.org/test-uuid", "value": value}]);
+        }
+        observation
+    }
+
+    /// A batch Bundle of `observations`.
+    pub fn bundle(observations: Vec<Value>) -> Value {
+        let entry: Vec<Value> = observations
+            .into_iter()
+            .map(|resource| json!({"resource": resource, "request": {"method": "POST", "url": "Observation"}}))
+            .collect();
+        json!({"resourceType": "Bundle", "type": "batch", "entry": entry})
     }
 }
 

@@ -4,10 +4,7 @@
 use jhe_tests::{TestServer, seeded};
 
 fn python() -> String {
-    std::env::var("JHE_PYTHON").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
-        format!("{home}/.cache/jhe-venv/bin/python")
-    })
+    jhe_tests::python().unwrap_or_else(|| "python3".to_owned())
 }
 
 #[tokio::test]

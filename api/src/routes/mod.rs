@@ -3,6 +3,7 @@
 mod clients;
 mod consents;
 mod data_sources;
+mod fhir_ingest;
 mod invitations;
 mod organizations;
 mod patients;
@@ -57,6 +58,8 @@ pub(crate) fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(fhir_ingest::routes())
         .nest("/api/v1", api)
         .merge(crate::openapi::routes())
         .fallback(not_found)
@@ -69,6 +72,18 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Prometheus metrics of this process (ingest and, when it runs here, the processor).
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => {
+            ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+        }
+        None => {
+            ApiError::new(jhe_schemas::ErrorKind::NotFound, "metrics are not enabled in this process").into_response()
+        }
+    }
 }
 
 async fn health() -> Response {

@@ -4,9 +4,12 @@
 
 mod clients;
 mod consents;
+mod control_plane;
 mod data_sources;
 mod error;
+mod files;
 mod invitations;
+mod observations;
 mod organizations;
 mod paging;
 pub mod passwords;
@@ -20,9 +23,12 @@ mod wire;
 
 pub use clients::*;
 pub use consents::*;
+pub use control_plane::*;
 pub use data_sources::*;
 pub use error::{Error, Result};
+pub use files::*;
 pub use invitations::*;
+pub use observations::*;
 pub use organizations::*;
 pub use paging::{Page, PageRequest};
 pub use patients::*;

@@ -22,6 +22,7 @@ mod datetime;
 mod defs;
 mod derive;
 mod extra;
+mod fast;
 mod json;
 mod render;
 mod rules;

@@ -1,0 +1,155 @@
+//! Crash consistency: `jhe serve` on the embedded log (ingest and processor in one process) is killed with SIGKILL
+//! again and again while the processor writes files; every acknowledged observation ends up in the catalog exactly
+//! once.
+
+use jhe_tests::omh::{self, HEART_RATE};
+use jhe_tests::{TestDatabase, seeded};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::Rng;
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const BUNDLES: u32 = 16;
+const PER_BUNDLE: u32 = 500;
+const KILLS: usize = 10;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn start(db_url: &str, data_dir: &Path, port: u16) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_jhe"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data_dir.to_str().unwrap()])
+        .env("DATABASE_URL", db_url)
+        .env_remove("JHE_KAFKA_BROKERS")
+        .env_remove("JHE_CONFIG")
+        .env("JHE_LOG", "warn")
+        .env("JHE_LOG_PARTITIONS", "3")
+        // many small flushes, so that kills land in the middle of writing and publishing
+        .env("JHE_FLUSH_INTERVAL_MS", "20")
+        .env("JHE_FLUSH_MAX_RECORDS", "250")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the jhe binary starts")
+}
+
+async fn wait_healthy(http: &reqwest::Client, port: u16) {
+    for _ in 0..300 {
+        if let Ok(response) = http.get(format!("http://127.0.0.1:{port}/health")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("jhe serve did not become healthy on port {port}");
+}
+
+async fn published_rows(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(SUM(row_count), 0)::int8 FROM parquet_files WHERE state = 'published'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sigkill_during_processing_never_loses_or_duplicates() {
+    let db = TestDatabase::create(true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let token =
+        jhe_catalog::create_token_for_email(&db.pool, seeded::PETER, chrono::Duration::days(1)).await.unwrap().token;
+    let peter: i64 =
+        sqlx::query_scalar("SELECT p.id FROM patients p JOIN users u ON u.id = p.user_id WHERE u.email = $1")
+            .bind(seeded::PETER)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let carex: i64 =
+        sqlx::query_scalar("SELECT id FROM data_sources WHERE name = 'CareX'").fetch_one(&db.pool).await.unwrap();
+
+    // Upload everything; each answer means the observations are durable in the log.
+    let port = free_port();
+    let mut server = start(&db.url, dir.path(), port);
+    wait_healthy(&http, port).await;
+    let mut accepted: HashSet<i64> = HashSet::new();
+    for bundle in 0..BUNDLES {
+        let entries = (0..PER_BUNDLE)
+            .map(|i| {
+                let minute = bundle * PER_BUNDLE + i;
+                let uuid = format!("k-{minute}");
+                omh::observation(peter, carex, HEART_RATE, &omh::heart_rate(&uuid, minute, 70.0), Some(&uuid))
+            })
+            .collect();
+        let response = http
+            .post(format!("http://127.0.0.1:{port}/FHIR/R5/"))
+            .bearer_auth(&token)
+            .json(&omh::bundle(entries))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        for entry in body["entry"].as_array().unwrap() {
+            assert_eq!(entry["response"]["status"], "201 Created", "{entry}");
+            accepted.insert(entry["resource"]["id"].as_str().unwrap().parse().unwrap());
+        }
+    }
+    let total = i64::from(BUNDLES * PER_BUNDLE);
+    assert_eq!(accepted.len() as i64, total);
+    server.start_kill().unwrap(); // SIGKILL
+    server.wait().await.unwrap();
+
+    // Kill it again and again while it catches up.
+    let mut killed_mid_way = 0;
+    for _ in 0..KILLS {
+        let port = free_port();
+        let mut server = start(&db.url, dir.path(), port);
+        wait_healthy(&http, port).await;
+        let pause = rand::rng().random_range(30..250);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        server.start_kill().unwrap();
+        server.wait().await.unwrap();
+        let published = published_rows(&db.pool).await;
+        if published < total {
+            killed_mid_way += 1;
+        }
+    }
+    assert!(killed_mid_way >= 3, "only {killed_mid_way} kills happened before the work was done; make it longer");
+
+    // A last run finishes the work.
+    let port = free_port();
+    let mut server = start(&db.url, dir.path(), port);
+    wait_healthy(&http, port).await;
+    let started = Instant::now();
+    while published_rows(&db.pool).await < total && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.start_kill().unwrap();
+    server.wait().await.unwrap();
+
+    assert_eq!(published_rows(&db.pool).await, total);
+    let paths: Vec<String> = sqlx::query_scalar("SELECT object_path FROM parquet_files WHERE state = 'published'")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let mut seen = HashSet::new();
+    for path in &paths {
+        let file = std::fs::File::open(dir.path().join("lake").join(path)).unwrap();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap() {
+            for record in jhe_schemas::table::records_from_batch(&batch.unwrap()).unwrap() {
+                assert!(seen.insert(record.id), "observation {} stored twice", record.id);
+            }
+        }
+    }
+    assert_eq!(seen, accepted, "exactly the acknowledged observations");
+    let next: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(next_offset), 0)::int8 FROM log_positions")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(next, total);
+}

@@ -1,0 +1,788 @@
+//! The Parquet file catalog (`parquet_files`) and the log positions the files cover (`log_positions`): the commit
+//! point of the processor's exactly-once pipeline (style.md §3), compaction's atomic swap, the janitor's work list
+//! and the query layer's file pruning.
+//!
+//! Life cycle of a file: [`stage_files`] (row written before the upload) → [`publish`] (visible to queries, in the
+//! same transaction that moves the positions) → [`replace_files`] (compaction: the inputs are marked for deletion
+//! in the transaction that publishes their replacement) → [`janitor_candidates`] / [`delete_file_rows`].
+//!
+//! # An unknown commit outcome
+//!
+//! A connection lost while `COMMIT` is in flight leaves the outcome unknown: the server may have committed. Both
+//! [`publish`] and [`replace_files`] note their transaction id (`pg_current_xact_id()`) before committing and, when
+//! `COMMIT` fails without an answer from the server, ask a fresh connection for `pg_xact_status` of that id (with a
+//! short backoff while it is still `in progress`). A committed transaction is a success, an aborted one the
+//! ordinary error; only when the status cannot be learned is the outcome surfaced as `CommitOutcomeUnknown`. The
+//! caller must then treat its state as stale — the processor re-reads the positions ([`positions`]) and seeks to
+//! them; a retried publish of the same range is rejected by the `from` check if the first one did commit, so nothing
+//! is stored twice either way. An error the server itself returns for `COMMIT` means the transaction was rolled back
+//! (the check quickwit's `is_transaction_certainly_aborted` makes).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use jhe_schemas::ErrorKind;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{Decode, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// Where a file is in its life cycle (the `state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileState {
+    /// Catalogued before its upload; invisible to queries. Never published → an orphan the janitor deletes.
+    Staged,
+    /// Visible to queries.
+    Published,
+    /// Replaced by compaction; deleted once no query can still be reading it.
+    MarkedForDeletion,
+}
+
+impl FileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Staged => "staged",
+            FileState::Published => "published",
+            FileState::MarkedForDeletion => "marked_for_deletion",
+        }
+    }
+}
+
+impl fmt::Display for FileState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `state` value the migration's CHECK constraint does not allow.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown parquet file state `{0}`")]
+pub struct UnknownFileState(String);
+
+impl FromStr for FileState {
+    type Err = UnknownFileState;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "staged" => Ok(FileState::Staged),
+            "published" => Ok(FileState::Published),
+            "marked_for_deletion" => Ok(FileState::MarkedForDeletion),
+            other => Err(UnknownFileState(other.to_owned())),
+        }
+    }
+}
+
+// The column is TEXT with a CHECK constraint (not a Postgres enum), so the state decodes from text.
+impl sqlx::Type<Postgres> for FileState {
+    fn type_info() -> PgTypeInfo {
+        <&str as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for FileState {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <&str as Decode<'r, Postgres>>::decode(value)?;
+        Ok(text.parse()?)
+    }
+}
+
+/// A file about to be catalogued: everything but the state and the timestamps the database sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewParquetFile {
+    pub id: Uuid,
+    pub object_path: String,
+    pub coding_system: String,
+    pub coding_code: String,
+    /// The UTC day of `effective_start` of every row.
+    pub day: NaiveDate,
+    pub row_count: i64,
+    pub size_bytes: i64,
+    pub min_patient_id: i64,
+    pub max_patient_id: i64,
+    pub min_effective_start: DateTime<Utc>,
+    pub max_effective_start: DateTime<Utc>,
+    pub max_effective_end: Option<DateTime<Utc>>,
+    pub min_last_updated: DateTime<Utc>,
+    pub max_last_updated: DateTime<Utc>,
+    /// 0 for files the processor writes; max(inputs) + 1 for compacted files.
+    pub compaction_level: i32,
+}
+
+/// A catalogued file (every column of `parquet_files`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetFileRow {
+    pub id: Uuid,
+    pub object_path: String,
+    pub state: FileState,
+    pub coding_system: String,
+    pub coding_code: String,
+    pub day: NaiveDate,
+    pub row_count: i64,
+    pub size_bytes: i64,
+    pub min_patient_id: i64,
+    pub max_patient_id: i64,
+    pub min_effective_start: DateTime<Utc>,
+    pub max_effective_start: DateTime<Utc>,
+    pub max_effective_end: Option<DateTime<Utc>>,
+    pub min_last_updated: DateTime<Utc>,
+    pub max_last_updated: DateTime<Utc>,
+    pub compaction_level: i32,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub marked_at: Option<DateTime<Utc>>,
+}
+
+/// How one partition's position moves with a publish: `from` is the next offset the catalog must hold now, `to`
+/// the next offset after the batch (`from <= to`; equal for a partition that only needs its row to exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionDelta {
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// Why [`publish`] did not commit. Nothing of the publish is visible unless noted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The stored position is not where the batch starts: another writer moved it (stored > expected: the range
+    /// is already published) or records were skipped (stored < expected). Drop the batch and seek to `stored`.
+    #[error("partition {partition}: the stored next offset is {stored}, the batch starts at {expected}")]
+    PositionMismatch { partition: i32, stored: i64, expected: i64 },
+    /// A file of the batch is not in state `staged` (never staged, already published or being deleted).
+    #[error("parquet file `{id}` is not staged")]
+    FileNotStaged { id: Uuid },
+    /// A delta that cannot be applied: a partition listed twice, `from > to` or a negative offset.
+    #[error("partition {partition}: invalid offset delta ({reason})")]
+    InvalidDelta { partition: i32, reason: &'static str },
+    /// `COMMIT` was sent but its outcome could not be learned (see the module notes): re-read the positions before
+    /// doing anything else.
+    #[error("the outcome of the publish commit is unknown (transaction {transaction_id}): {source}")]
+    CommitOutcomeUnknown { transaction_id: i64, source: sqlx::Error },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl PublishError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PublishError::PositionMismatch { .. } | PublishError::FileNotStaged { .. } => ErrorKind::Conflict,
+            PublishError::InvalidDelta { .. } => ErrorKind::Internal,
+            PublishError::CommitOutcomeUnknown { .. } => ErrorKind::Unavailable,
+            PublishError::Database(source) => database_kind(source),
+        }
+    }
+}
+
+/// Why [`replace_files`] did not commit. Nothing of the replacement is visible unless noted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplaceError {
+    /// An input is gone or no longer published (another compaction took it): discard the output.
+    #[error("the inputs of the compaction changed: parquet file `{id}` is no longer published")]
+    InputsChanged { id: Uuid },
+    /// The output does not hold exactly the inputs' rows, or is not of their (system, code, day).
+    #[error("the compaction output `{id}` does not match its inputs: {reason}")]
+    OutputMismatch { id: Uuid, reason: String },
+    /// A row with the output's id exists and is not a staged row for the same object.
+    #[error("parquet file `{id}` already exists and is not staged for the same object")]
+    OutputExists { id: Uuid },
+    #[error("a compaction needs at least one input")]
+    NoInputs,
+    /// `COMMIT` was sent but its outcome could not be learned (see the module notes): keep the output object (it
+    /// may be published now); if it was not, its staged row, if any, leads the janitor to it.
+    #[error("the outcome of the compaction commit is unknown (transaction {transaction_id}): {source}")]
+    CommitOutcomeUnknown { transaction_id: i64, source: sqlx::Error },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ReplaceError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ReplaceError::InputsChanged { .. } | ReplaceError::OutputExists { .. } => ErrorKind::Conflict,
+            ReplaceError::OutputMismatch { .. } | ReplaceError::NoInputs => ErrorKind::Internal,
+            ReplaceError::CommitOutcomeUnknown { .. } => ErrorKind::Unavailable,
+            ReplaceError::Database(source) => database_kind(source),
+        }
+    }
+}
+
+/// The kind of a database error on the commit path: a lost or exhausted connection is `unavailable` (retry after
+/// backoff), anything else `internal`.
+fn database_kind(source: &sqlx::Error) -> ErrorKind {
+    match source {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => ErrorKind::Unavailable,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// Catalogues `files` in state `staged`, in one statement. Call before uploading them.
+pub async fn stage_files(pool: &PgPool, files: &[NewParquetFile]) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let columns = FileColumns::new(files);
+    sqlx::query!(
+        "INSERT INTO parquet_files (id, object_path, state, coding_system, coding_code, day, row_count, size_bytes,
+             min_patient_id, max_patient_id, min_effective_start, max_effective_start, max_effective_end,
+             min_last_updated, max_last_updated, compaction_level)
+         SELECT id, object_path, 'staged', coding_system, coding_code, day, row_count, size_bytes, min_patient_id,
+             max_patient_id, min_effective_start, max_effective_start, max_effective_end, min_last_updated,
+             max_last_updated, compaction_level
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::int8[], $7::int8[], $8::int8[],
+             $9::int8[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
+             $14::timestamptz[], $15::int4[])
+             AS f(id, object_path, coding_system, coding_code, day, row_count, size_bytes, min_patient_id,
+                  max_patient_id, min_effective_start, max_effective_start, max_effective_end, min_last_updated,
+                  max_last_updated, compaction_level)",
+        &columns.id,
+        &columns.object_path,
+        &columns.coding_system,
+        &columns.coding_code,
+        &columns.day,
+        &columns.row_count,
+        &columns.size_bytes,
+        &columns.min_patient_id,
+        &columns.max_patient_id,
+        &columns.min_effective_start,
+        &columns.max_effective_start,
+        &columns.max_effective_end as &[Option<DateTime<Utc>>],
+        &columns.min_last_updated,
+        &columns.max_last_updated,
+        &columns.compaction_level,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// [`NewParquetFile`]s as one array per column, for `UNNEST`.
+struct FileColumns {
+    id: Vec<Uuid>,
+    object_path: Vec<String>,
+    coding_system: Vec<String>,
+    coding_code: Vec<String>,
+    day: Vec<NaiveDate>,
+    row_count: Vec<i64>,
+    size_bytes: Vec<i64>,
+    min_patient_id: Vec<i64>,
+    max_patient_id: Vec<i64>,
+    min_effective_start: Vec<DateTime<Utc>>,
+    max_effective_start: Vec<DateTime<Utc>>,
+    max_effective_end: Vec<Option<DateTime<Utc>>>,
+    min_last_updated: Vec<DateTime<Utc>>,
+    max_last_updated: Vec<DateTime<Utc>>,
+    compaction_level: Vec<i32>,
+}
+
+impl FileColumns {
+    fn new(files: &[NewParquetFile]) -> Self {
+        Self {
+            id: files.iter().map(|f| f.id).collect(),
+            object_path: files.iter().map(|f| f.object_path.clone()).collect(),
+            coding_system: files.iter().map(|f| f.coding_system.clone()).collect(),
+            coding_code: files.iter().map(|f| f.coding_code.clone()).collect(),
+            day: files.iter().map(|f| f.day).collect(),
+            row_count: files.iter().map(|f| f.row_count).collect(),
+            size_bytes: files.iter().map(|f| f.size_bytes).collect(),
+            min_patient_id: files.iter().map(|f| f.min_patient_id).collect(),
+            max_patient_id: files.iter().map(|f| f.max_patient_id).collect(),
+            min_effective_start: files.iter().map(|f| f.min_effective_start).collect(),
+            max_effective_start: files.iter().map(|f| f.max_effective_start).collect(),
+            max_effective_end: files.iter().map(|f| f.max_effective_end).collect(),
+            min_last_updated: files.iter().map(|f| f.min_last_updated).collect(),
+            max_last_updated: files.iter().map(|f| f.max_last_updated).collect(),
+            compaction_level: files.iter().map(|f| f.compaction_level).collect(),
+        }
+    }
+}
+
+/// The commit point of a processor batch, in one transaction: checks that every partition's stored next offset is
+/// `delta.from` (a missing row counts as `from`: the partition was never processed), moves it to `delta.to`, and
+/// flips `file_ids` from staged to published. Either all of it happens or none. `file_ids` may be empty (a batch
+/// whose records were all rejected still moves the positions).
+pub async fn publish(
+    pool: &PgPool,
+    topic: &str,
+    deltas: &[PartitionDelta],
+    file_ids: &[Uuid],
+) -> Result<(), PublishError> {
+    let mut deltas = deltas.to_vec();
+    // One lock order for every writer (by partition), so concurrent publishes cannot deadlock.
+    deltas.sort_by_key(|delta| delta.partition);
+    for (index, delta) in deltas.iter().enumerate() {
+        let reason = if index > 0 && deltas[index - 1].partition == delta.partition {
+            Some("the partition is listed twice")
+        } else if delta.from < 0 {
+            Some("`from` is negative")
+        } else if delta.from > delta.to {
+            Some("`from` is past `to`")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(PublishError::InvalidDelta { partition: delta.partition, reason });
+        }
+    }
+    let mut file_ids = file_ids.to_vec();
+    file_ids.sort_unstable();
+    file_ids.dedup();
+
+    let partitions: Vec<i32> = deltas.iter().map(|delta| delta.partition).collect();
+    let froms: Vec<i64> = deltas.iter().map(|delta| delta.from).collect();
+    let tos: Vec<i64> = deltas.iter().map(|delta| delta.to).collect();
+
+    let mut tx = pool.begin().await?;
+    let transaction_id = current_transaction_id(&mut tx).await?;
+
+    if !deltas.is_empty() {
+        sqlx::query!(
+            "INSERT INTO log_positions (topic, partition, next_offset)
+             SELECT $1, d.partition, d.next_offset FROM UNNEST($2::int4[], $3::int8[]) AS d(partition, next_offset)
+             ORDER BY d.partition
+             ON CONFLICT (topic, partition) DO NOTHING",
+            topic,
+            &partitions,
+            &froms,
+        )
+        .execute(&mut *tx)
+        .await?;
+
+        // The lock sits above the sort in the plan, so rows are locked in partition order.
+        let stored = sqlx::query!(
+            "SELECT partition, next_offset FROM log_positions
+             WHERE topic = $1 AND partition = ANY($2)
+             ORDER BY partition
+             FOR UPDATE",
+            topic,
+            &partitions,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for delta in &deltas {
+            let stored_offset = stored.iter().find(|row| row.partition == delta.partition).map(|row| row.next_offset);
+            // The row was inserted or already existed above, and rows are never deleted: `None` cannot happen.
+            let Some(stored_offset) = stored_offset else {
+                return Err(PublishError::Database(sqlx::Error::RowNotFound));
+            };
+            if stored_offset != delta.from {
+                tx.rollback().await?;
+                return Err(PublishError::PositionMismatch {
+                    partition: delta.partition,
+                    stored: stored_offset,
+                    expected: delta.from,
+                });
+            }
+        }
+
+        sqlx::query!(
+            "UPDATE log_positions AS l SET next_offset = d.next_offset, updated_at = now()
+             FROM UNNEST($2::int4[], $3::int8[]) AS d(partition, next_offset)
+             WHERE l.topic = $1 AND l.partition = d.partition AND l.next_offset <> d.next_offset",
+            topic,
+            &partitions,
+            &tos,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    if !file_ids.is_empty() {
+        let published: Vec<Uuid> = sqlx::query_scalar!(
+            "UPDATE parquet_files SET state = 'published', published_at = now()
+             WHERE id = ANY($1) AND state = 'staged'
+             RETURNING id",
+            &file_ids,
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if published.len() != file_ids.len() {
+            let published: HashSet<Uuid> = published.into_iter().collect();
+            let missing = file_ids.iter().copied().find(|id| !published.contains(id));
+            tx.rollback().await?;
+            return Err(match missing {
+                Some(id) => PublishError::FileNotStaged { id },
+                // cannot happen (fewer rows than distinct ids means one is missing); kept total without a panic
+                None => PublishError::Database(sqlx::Error::RowNotFound),
+            });
+        }
+    }
+
+    match commit(pool, tx, transaction_id).await {
+        CommitOutcome::Committed => Ok(()),
+        CommitOutcome::Failed(source) => Err(PublishError::Database(source)),
+        CommitOutcome::Unknown(source) => Err(PublishError::CommitOutcomeUnknown { transaction_id, source }),
+    }
+}
+
+/// The stored next offset of each of `partitions` of `topic`, in the order given; `None` for a partition never
+/// published.
+pub async fn positions(pool: &PgPool, topic: &str, partitions: &[i32]) -> Result<Vec<Option<i64>>> {
+    let rows = sqlx::query!(
+        "SELECT partition, next_offset FROM log_positions WHERE topic = $1 AND partition = ANY($2)",
+        topic,
+        partitions,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(partitions
+        .iter()
+        .map(|partition| rows.iter().find(|row| row.partition == *partition).map(|row| row.next_offset))
+        .collect())
+}
+
+/// What a query needs; every `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileFilter {
+    /// (coding system, coding code) pairs; an empty list matches no file.
+    pub codes: Option<Vec<(String, String)>>,
+    /// First UTC day (inclusive).
+    pub from_day: Option<NaiveDate>,
+    /// Last UTC day (inclusive).
+    pub to_day: Option<NaiveDate>,
+    /// Files that may hold rows of this patient (`min_patient_id <= p <= max_patient_id`).
+    pub patient_id: Option<i64>,
+}
+
+/// The published files that may hold rows matching `filter`, ordered by (system, code, day, id).
+pub async fn published_files(pool: &PgPool, filter: &FileFilter) -> Result<Vec<ParquetFileRow>> {
+    let (systems, codes): (Option<Vec<String>>, Option<Vec<String>>) = match &filter.codes {
+        Some(pairs) => {
+            let (systems, codes) = pairs.iter().cloned().unzip();
+            (Some(systems), Some(codes))
+        }
+        None => (None, None),
+    };
+    let rows = sqlx::query_as!(
+        ParquetFileRow,
+        r#"SELECT id, object_path, state AS "state: FileState", coding_system, coding_code, day, row_count,
+             size_bytes, min_patient_id, max_patient_id, min_effective_start, max_effective_start, max_effective_end,
+             min_last_updated, max_last_updated, compaction_level, created_at, published_at, marked_at
+         FROM parquet_files
+         WHERE state = 'published'
+           AND ($1::text[] IS NULL OR (coding_system, coding_code) IN
+                   (SELECT c.system, c.code FROM UNNEST($1::text[], $2::text[]) AS c(system, code)))
+           AND ($3::date IS NULL OR day >= $3)
+           AND ($4::date IS NULL OR day <= $4)
+           AND ($5::int8 IS NULL OR (min_patient_id <= $5 AND max_patient_id >= $5))
+         ORDER BY coding_system, coding_code, day, id"#,
+        systems.as_deref() as Option<&[String]>,
+        codes.as_deref() as Option<&[String]>,
+        filter.from_day,
+        filter.to_day,
+        filter.patient_id,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// One file by id, in any state.
+pub async fn parquet_file(pool: &PgPool, id: Uuid) -> Result<Option<ParquetFileRow>> {
+    let row = sqlx::query_as!(
+        ParquetFileRow,
+        r#"SELECT id, object_path, state AS "state: FileState", coding_system, coding_code, day, row_count,
+             size_bytes, min_patient_id, max_patient_id, min_effective_start, max_effective_start, max_effective_end,
+             min_last_updated, max_last_updated, compaction_level, created_at, published_at, marked_at
+         FROM parquet_files WHERE id = $1"#,
+        id,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row)
+}
+
+/// Groups of published files worth compacting: files of one (system, code, day) with `compaction_level <=
+/// max_level`, smallest first, as many as fit in `max_total_bytes` together; a group is returned only if at least
+/// `min_files` fit. Each group is ordered by size.
+pub async fn compaction_candidates(
+    pool: &PgPool,
+    min_files: usize,
+    max_level: i32,
+    max_total_bytes: i64,
+) -> Result<Vec<Vec<ParquetFileRow>>> {
+    let min_files = i64::try_from(min_files.max(1)).unwrap_or(i64::MAX);
+    let rows = sqlx::query_as!(
+        ParquetFileRow,
+        r#"WITH running AS (
+             SELECT *, (sum(size_bytes) OVER (PARTITION BY coding_system, coding_code, day ORDER BY size_bytes, id))::int8
+                 AS running_bytes
+             FROM parquet_files
+             WHERE state = 'published' AND compaction_level <= $1
+         ), fitting AS (
+             SELECT *, count(*) OVER (PARTITION BY coding_system, coding_code, day) AS group_files
+             FROM running WHERE running_bytes <= $2::int8
+         )
+         SELECT id AS "id!", object_path AS "object_path!", state AS "state!: FileState",
+             coding_system AS "coding_system!", coding_code AS "coding_code!", day AS "day!",
+             row_count AS "row_count!", size_bytes AS "size_bytes!", min_patient_id AS "min_patient_id!",
+             max_patient_id AS "max_patient_id!", min_effective_start AS "min_effective_start!",
+             max_effective_start AS "max_effective_start!", max_effective_end,
+             min_last_updated AS "min_last_updated!", max_last_updated AS "max_last_updated!",
+             compaction_level AS "compaction_level!", created_at AS "created_at!", published_at, marked_at
+         FROM fitting
+         WHERE group_files >= $3
+         ORDER BY coding_system, coding_code, day, size_bytes, id"#,
+        max_level,
+        max_total_bytes,
+        min_files,
+    )
+    .fetch_all(pool)
+    .await?;
+
+    let mut groups: Vec<Vec<ParquetFileRow>> = Vec::new();
+    for row in rows {
+        match groups.last_mut() {
+            Some(group)
+                if group.first().is_some_and(|first| {
+                    first.coding_system == row.coding_system
+                        && first.coding_code == row.coding_code
+                        && first.day == row.day
+                }) =>
+            {
+                group.push(row)
+            }
+            _ => groups.push(vec![row]),
+        }
+    }
+    Ok(groups)
+}
+
+/// Compaction's swap, in one transaction: locks `inputs`, requires every one of them to be published, publishes
+/// `output` (inserted, or flipped from staged if the compactor staged it before the upload) and marks the inputs
+/// for deletion. A query therefore sees either the inputs or the output, never both. The output must be of the
+/// inputs' (system, code, day) and hold exactly their rows.
+pub async fn replace_files(pool: &PgPool, inputs: &[Uuid], output: &NewParquetFile) -> Result<(), ReplaceError> {
+    let mut inputs = inputs.to_vec();
+    inputs.sort_unstable();
+    inputs.dedup();
+    if inputs.is_empty() {
+        return Err(ReplaceError::NoInputs);
+    }
+
+    let mut tx = pool.begin().await?;
+    let transaction_id = current_transaction_id(&mut tx).await?;
+
+    let locked = sqlx::query!(
+        r#"SELECT id, state AS "state: FileState", coding_system, coding_code, day, row_count
+         FROM parquet_files WHERE id = ANY($1)
+         ORDER BY id
+         FOR UPDATE"#,
+        &inputs,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let changed =
+        inputs.iter().copied().find(|id| !locked.iter().any(|row| row.id == *id && row.state == FileState::Published));
+    if let Some(id) = changed {
+        tx.rollback().await?;
+        return Err(ReplaceError::InputsChanged { id });
+    }
+    let mismatch = if let Some(row) = locked.iter().find(|row| {
+        row.coding_system != output.coding_system || row.coding_code != output.coding_code || row.day != output.day
+    }) {
+        Some(format!("input `{}` is of another code or day", row.id))
+    } else {
+        let input_rows: i64 = locked.iter().map(|row| row.row_count).sum();
+        (input_rows != output.row_count)
+            .then(|| format!("the inputs hold {input_rows} rows, the output {}", output.row_count))
+    };
+    if let Some(reason) = mismatch {
+        tx.rollback().await?;
+        return Err(ReplaceError::OutputMismatch { id: output.id, reason });
+    }
+
+    let inserted = sqlx::query!(
+        "INSERT INTO parquet_files (id, object_path, state, coding_system, coding_code, day, row_count, size_bytes,
+             min_patient_id, max_patient_id, min_effective_start, max_effective_start, max_effective_end,
+             min_last_updated, max_last_updated, compaction_level, published_at)
+         VALUES ($1, $2, 'published', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
+         ON CONFLICT (id) DO UPDATE SET state = 'published', published_at = now(), size_bytes = EXCLUDED.size_bytes
+             WHERE parquet_files.state = 'staged' AND parquet_files.object_path = EXCLUDED.object_path",
+        output.id,
+        output.object_path,
+        output.coding_system,
+        output.coding_code,
+        output.day,
+        output.row_count,
+        output.size_bytes,
+        output.min_patient_id,
+        output.max_patient_id,
+        output.min_effective_start,
+        output.max_effective_start,
+        output.max_effective_end,
+        output.min_last_updated,
+        output.max_last_updated,
+        output.compaction_level,
+    )
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Err(ReplaceError::OutputExists { id: output.id });
+    }
+
+    sqlx::query!(
+        "UPDATE parquet_files SET state = 'marked_for_deletion', marked_at = now() WHERE id = ANY($1)",
+        &inputs,
+    )
+    .execute(&mut *tx)
+    .await?;
+
+    match commit(pool, tx, transaction_id).await {
+        CommitOutcome::Committed => Ok(()),
+        CommitOutcome::Failed(source) => Err(ReplaceError::Database(source)),
+        CommitOutcome::Unknown(source) => Err(ReplaceError::CommitOutcomeUnknown { transaction_id, source }),
+    }
+}
+
+/// Most rows of each kind [`janitor_candidates`] returns per call; the janitor calls again while it makes progress.
+pub const JANITOR_BATCH: i64 = 1000;
+
+/// Files whose objects may be deleted, at most [`JANITOR_BATCH`] of each kind:
+/// * `staged` rows created more than `staged_older_than` ago (their upload or publish never finished). They are
+///   claimed first — moved to `marked_for_deletion` in this statement — so a publish arriving even later fails
+///   with [`PublishError::FileNotStaged`] instead of publishing a file whose object is being deleted;
+/// * `marked_for_deletion` rows marked more than `marked_older_than` ago (no query can still be reading them).
+///
+/// Every returned row is in state `marked_for_deletion`; delete the objects, then [`delete_file_rows`].
+pub async fn janitor_candidates(
+    pool: &PgPool,
+    staged_older_than: Duration,
+    marked_older_than: Duration,
+) -> Result<Vec<ParquetFileRow>> {
+    let rows = sqlx::query_as!(
+        ParquetFileRow,
+        r#"WITH claimed AS (
+             UPDATE parquet_files SET state = 'marked_for_deletion', marked_at = now()
+             WHERE state = 'staged' AND id IN (
+                 SELECT id FROM parquet_files
+                 WHERE state = 'staged' AND created_at <= now() - make_interval(secs => $1)
+                 ORDER BY created_at, id
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING *
+         ), marked AS (
+             SELECT * FROM parquet_files
+             WHERE state = 'marked_for_deletion' AND marked_at <= now() - make_interval(secs => $2)
+             ORDER BY marked_at, id
+             LIMIT $3
+         ), candidates AS (
+             SELECT * FROM claimed UNION ALL SELECT * FROM marked
+         )
+         SELECT id AS "id!", object_path AS "object_path!", state AS "state!: FileState",
+             coding_system AS "coding_system!", coding_code AS "coding_code!", day AS "day!",
+             row_count AS "row_count!", size_bytes AS "size_bytes!", min_patient_id AS "min_patient_id!",
+             max_patient_id AS "max_patient_id!", min_effective_start AS "min_effective_start!",
+             max_effective_start AS "max_effective_start!", max_effective_end,
+             min_last_updated AS "min_last_updated!", max_last_updated AS "max_last_updated!",
+             compaction_level AS "compaction_level!", created_at AS "created_at!", published_at, marked_at
+         FROM candidates
+         ORDER BY created_at, id"#,
+        staged_older_than.as_secs_f64(),
+        marked_older_than.as_secs_f64(),
+        JANITOR_BATCH,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Deletes the rows of `ids` that are staged or marked for deletion (published rows are never deleted here);
+/// returns how many were deleted. Call after their objects are gone.
+pub async fn delete_file_rows(pool: &PgPool, ids: &[Uuid]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let deleted = sqlx::query!(
+        "DELETE FROM parquet_files WHERE id = ANY($1) AND state IN ('staged', 'marked_for_deletion')",
+        ids,
+    )
+    .execute(pool)
+    .await?;
+    Ok(deleted.rows_affected())
+}
+
+/// Files, rows and bytes in one state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSummary {
+    pub files: i64,
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+/// The file catalog per state, for metrics and the CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogSummary {
+    pub staged: StateSummary,
+    pub published: StateSummary,
+    pub marked_for_deletion: StateSummary,
+}
+
+pub async fn catalog_summary(pool: &PgPool) -> Result<CatalogSummary> {
+    let rows = sqlx::query!(
+        r#"SELECT state AS "state: FileState", count(*) AS "files!",
+             COALESCE(sum(row_count), 0)::int8 AS "rows!", COALESCE(sum(size_bytes), 0)::int8 AS "bytes!"
+         FROM parquet_files GROUP BY state"#
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut summary = CatalogSummary::default();
+    for row in rows {
+        let state = StateSummary { files: row.files, rows: row.rows, bytes: row.bytes };
+        match row.state {
+            FileState::Staged => summary.staged = state,
+            FileState::Published => summary.published = state,
+            FileState::MarkedForDeletion => summary.marked_for_deletion = state,
+        }
+    }
+    Ok(summary)
+}
+
+async fn current_transaction_id(tx: &mut Transaction<'static, Postgres>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(r#"SELECT pg_current_xact_id()::text::int8 AS "id!""#).fetch_one(&mut **tx).await
+}
+
+enum CommitOutcome {
+    Committed,
+    /// The server answered `COMMIT` with an error, or says the transaction aborted: nothing was applied.
+    Failed(sqlx::Error),
+    Unknown(sqlx::Error),
+}
+
+/// How often, and after which first delay (doubling), a lost `COMMIT` is looked up while it is `in progress`.
+const COMMIT_STATUS_ATTEMPTS: u32 = 5;
+const COMMIT_STATUS_FIRST_DELAY: Duration = Duration::from_millis(100);
+
+/// Commits `tx`, resolving a lost `COMMIT` through `pg_xact_status` (see the module notes).
+async fn commit(pool: &PgPool, tx: Transaction<'static, Postgres>, transaction_id: i64) -> CommitOutcome {
+    let source = match tx.commit().await {
+        Ok(()) => return CommitOutcome::Committed,
+        // The server answered: a failed COMMIT rolls the transaction back.
+        Err(source @ sqlx::Error::Database(_)) => return CommitOutcome::Failed(source),
+        Err(source) => source,
+    };
+    tracing::warn!(transaction_id, error = %source, "commit outcome unknown; asking the server");
+    let mut delay = COMMIT_STATUS_FIRST_DELAY;
+    for _ in 0..COMMIT_STATUS_ATTEMPTS {
+        let status =
+            sqlx::query_scalar!("SELECT pg_xact_status($1::int8::text::xid8)", transaction_id).fetch_one(pool).await;
+        match status.as_ref().map(|status| status.as_deref()) {
+            Ok(Some("committed")) => return CommitOutcome::Committed,
+            Ok(Some("aborted")) => return CommitOutcome::Failed(source),
+            // `in progress` (the server has not noticed the lost connection yet), or no answer: try again
+            Ok(_) | Err(_) => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = delay.saturating_mul(2);
+    }
+    CommitOutcome::Unknown(source)
+}
