@@ -120,6 +120,9 @@ pub struct PipelineArgs {
     /// Longest wait before buffered observations are written and queryable, in milliseconds [default: 1000]
     #[arg(long, env = "JHE_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
+    /// Kafka consumer group of the processors [default: jhe-processor]
+    #[arg(long, env = "JHE_PROCESSOR_GROUP")]
+    pub processor_group: Option<String>,
     /// Most observations written in one flush (one file per code and day each) [default: 500000]
     #[arg(long, env = "JHE_FLUSH_MAX_RECORDS")]
     pub flush_max_records: Option<usize>,
@@ -178,6 +181,7 @@ pub struct FileConfig {
     pub log_partitions: Option<i32>,
     pub flush_interval_ms: Option<u64>,
     pub flush_max_records: Option<usize>,
+    pub processor_group: Option<String>,
     pub schemas_dir: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -225,7 +229,11 @@ pub fn pipeline_config(
         data_dir: data_dir.to_path_buf(),
         topic,
         partitions,
-        group: "jhe-processor".to_owned(),
+        group: args
+            .processor_group
+            .clone()
+            .or_else(|| file.processor_group.clone())
+            .unwrap_or_else(|| "jhe-processor".to_owned()),
         flush_interval: std::time::Duration::from_millis(flush_ms),
         flush_max_records: args
             .flush_max_records

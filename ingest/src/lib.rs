@@ -219,7 +219,7 @@ impl Ingestor {
         let mut outcomes: Vec<Option<EntryOutcome>> = Vec::with_capacity(checked.len());
         let mut prepared: Vec<(usize, Prepared)> = Vec::new();
         // Entries that failed a check after step 5 still answer 409 when an identifier is taken (step 5 first).
-        let mut failed_late: Vec<(usize, Vec<(String, String)>, Rejection)> = Vec::new();
+        let mut failed_late: Vec<FailedLate> = Vec::new();
         for (index, entry) in checked.into_iter().enumerate() {
             match entry {
                 Checked::Rejected(rejection) => outcomes.push(Some(Err(rejection))),
@@ -313,6 +313,9 @@ impl Ingestor {
         Ok(outcomes)
     }
 }
+
+/// An entry refused after step 5, with the identifiers that decide whether it is a 409 instead.
+type FailedLate = (usize, Vec<(String, String)>, Rejection);
 
 /// The log record of an accepted observation.
 fn message_record(record: &ObservationRecord) -> Record {

@@ -180,7 +180,18 @@ impl Processor {
                         // Records of a partition we no longer hold, or from before its position, are stale.
                         match assigned.get(&record.partition) {
                             Some(next) if record.offset >= *next => buffer.push(record),
-                            _ => {}
+                            _ => continue,
+                        }
+                        // A flush never holds more than its limit, even when the log hands over more at once.
+                        if buffer.records.len() >= self.settings.flush_max_records {
+                            let flushed = self
+                                .flush_with_retries(&mut buffer, &mut assigned, consumer, producer, shutdown)
+                                .await?;
+                            if flushed == Flushed::Reseeked {
+                                // The consumer starts again at the published positions; the rest of this batch
+                                // would leave gaps or repeat records.
+                                break;
+                            }
                         }
                     }
                 }
@@ -204,9 +215,9 @@ impl Processor {
         consumer: &Consumer,
         producer: &Producer,
         shutdown: &CancellationToken,
-    ) -> Result<(), ProcessorError> {
+    ) -> Result<Flushed, ProcessorError> {
         if buffer.records.is_empty() {
-            return Ok(());
+            return Ok(Flushed::Published);
         }
         let records = std::mem::take(&mut buffer.records);
         *buffer = Buffer::default();
@@ -221,7 +232,7 @@ impl Processor {
                         assigned.insert(*partition, *next);
                     }
                     consumer.processed(&positions);
-                    return Ok(());
+                    return Ok(Flushed::Published);
                 }
                 Err(FlushError::Fenced { partition, stored }) => {
                     // Another processor published this range (a rebalance we saw late): restart the partition at
@@ -236,7 +247,7 @@ impl Processor {
                         assigned.insert(*partition, next);
                         consumer.seek(*partition, next)?;
                     }
-                    return Ok(());
+                    return Ok(Flushed::Reseeked);
                 }
                 Err(FlushError::Transient(reason)) => {
                     metrics::counter!("jhe_processor_flush_retries_total").increment(1);
@@ -245,7 +256,7 @@ impl Processor {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.cancelled() => {
                             tracing::warn!("shutdown during flush retries; the batch will be replayed on restart");
-                            return Ok(());
+                            return Ok(Flushed::Abandoned);
                         }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -342,6 +353,7 @@ impl Processor {
         }
         rejects.sort_by_key(|(index, _)| *index);
 
+        let stored_last_updated: Vec<i64> = stored.iter().map(|r| r.last_updated_micros).collect();
         // Files: one per (code, UTC day), built and encoded on a blocking thread.
         let files = {
             let prefix = self.prefix.clone();
@@ -408,10 +420,11 @@ impl Processor {
         for file in &new_files {
             metrics::histogram!("jhe_processor_file_bytes").record(file.size_bytes as f64);
         }
-        let now = Utc::now();
-        for file in &new_files {
-            let waited = (now - file.min_last_updated).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!("jhe_processor_freshness_seconds").record(waited);
+        // Freshness: from the upload's acknowledgement (its lastUpdated) to this commit, per observation.
+        let now = Utc::now().timestamp_micros();
+        let freshness = metrics::histogram!("jhe_processor_freshness_seconds");
+        for last_updated in stored_last_updated {
+            freshness.record((now - last_updated).max(0) as f64 / 1e6);
         }
         metrics::histogram!("jhe_processor_flush_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(
@@ -469,6 +482,16 @@ fn released_claims(consumed: &Consumed, observation_id: i64) -> Vec<IdentifierCl
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// How a flush ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flushed {
+    Published,
+    /// Positions moved under us; the consumer was sent back to the published positions.
+    Reseeked,
+    /// Shutdown while retrying; nothing was published.
+    Abandoned,
 }
 
 #[derive(Debug)]
