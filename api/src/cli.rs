@@ -120,6 +120,10 @@ pub struct PipelineArgs {
     /// Longest wait before buffered observations are written and queryable, in milliseconds [default: 1000]
     #[arg(long, env = "JHE_FLUSH_INTERVAL_MS")]
     pub flush_interval_ms: Option<u64>,
+    /// Extra librdkafka properties for every Kafka client, `key=value` separated by `;` (e.g.
+    /// `security.protocol=SASL_SSL;sasl.mechanism=PLAIN;sasl.username=jhe`)
+    #[arg(long, env = "JHE_KAFKA_PROPERTIES", hide_env_values = true)]
+    pub kafka_properties: Option<String>,
     /// Kafka consumer group of the processors [default: jhe-processor]
     #[arg(long, env = "JHE_PROCESSOR_GROUP")]
     pub processor_group: Option<String>,
@@ -182,6 +186,8 @@ pub struct FileConfig {
     pub flush_interval_ms: Option<u64>,
     pub flush_max_records: Option<usize>,
     pub processor_group: Option<String>,
+    /// librdkafka properties (`security.protocol`, `sasl.*`, …); the environment/flag form is `k=v;k=v`
+    pub kafka_properties: Option<std::collections::BTreeMap<String, String>>,
     pub schemas_dir: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -219,7 +225,18 @@ pub fn pipeline_config(
     anyhow::ensure!((10..=600_000).contains(&flush_ms), "flush_interval_ms must be between 10 and 600000");
     let topic = args.topic.clone().or_else(|| file.topic.clone()).unwrap_or_else(|| DEFAULT_TOPIC.to_owned());
     anyhow::ensure!(!topic.trim().is_empty(), "topic must not be empty");
+    let mut kafka_properties: Vec<(String, String)> =
+        file.kafka_properties.clone().unwrap_or_default().into_iter().collect();
+    if let Some(text) = &args.kafka_properties {
+        for pair in text.split(';').map(str::trim).filter(|pair| !pair.is_empty()) {
+            let (key, value) =
+                pair.split_once('=').with_context(|| format!("kafka_properties: `{pair}` is not key=value"))?;
+            kafka_properties.retain(|(existing, _)| existing != key.trim());
+            kafka_properties.push((key.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
     Ok(PipelineConfig {
+        kafka_properties,
         kafka_brokers: args
             .kafka_brokers
             .clone()

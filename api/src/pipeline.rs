@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 pub struct PipelineConfig {
     /// Kafka bootstrap servers; `None` = the embedded log under `data_dir/log`.
     pub kafka_brokers: Option<String>,
+    /// librdkafka properties applied to every Kafka client.
+    pub kafka_properties: Vec<(String, String)>,
     /// `s3://bucket/prefix` or `file:///dir`; `None` = `data_dir/lake`.
     pub object_store_url: Option<String>,
     pub data_dir: PathBuf,
@@ -38,7 +40,7 @@ impl PipelineConfig {
             brokers: self.kafka_brokers.clone(),
             embedded_dir: self.data_dir.join("log"),
             partitions: self.partitions,
-            kafka_properties: Vec::new(),
+            kafka_properties: self.kafka_properties.clone(),
         }
     }
 

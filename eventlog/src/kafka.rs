@@ -276,9 +276,17 @@ fn client_config(
 }
 
 /// An idempotent producer; cheap to clone (clones share one librdkafka producer).
+///
+/// After a failed `send` the producer is replaced by a fresh one built from the same configuration: an idempotent
+/// producer whose broker lost its producer state (a restart without durable storage, `UNKNOWN_PRODUCER_ID`, an
+/// out-of-order sequence) can stay stuck or fatally failed, and uploads must recover without a process restart.
+/// Nothing acknowledged is affected: a failed send was answered as a failure.
 #[derive(Clone)]
 pub struct KafkaProducer {
-    producer: FutureProducer,
+    /// (generation, producer): the generation tells concurrent failed sends apart, so one failure replaces the
+    /// producer once.
+    producer: Arc<std::sync::RwLock<(u64, FutureProducer)>>,
+    config: Arc<ClientConfig>,
     brokers: Arc<str>,
 }
 
@@ -292,17 +300,56 @@ impl KafkaProducer {
     fn new(config: ClientConfig, brokers: &str) -> Result<Self, LogError> {
         let producer =
             config.create::<FutureProducer>().map_err(|error| LogError::Config(format!("Kafka producer: {error}")))?;
-        Ok(Self { producer, brokers: Arc::from(brokers) })
+        Ok(Self {
+            producer: Arc::new(std::sync::RwLock::new((0, producer))),
+            config: Arc::new(config),
+            brokers: Arc::from(brokers),
+        })
+    }
+
+    /// The current librdkafka producer and its generation.
+    fn current(&self) -> (u64, FutureProducer) {
+        match self.producer.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the producer of `generation` (if nobody did yet) after a failed send.
+    fn replace(&self, generation: u64, error: &LogError) {
+        let mut guard = match self.producer.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.0 != generation {
+            return;
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(%error, brokers = %self.brokers, "Kafka send failed; using a fresh producer from now on");
+                *guard = (generation + 1, fresh);
+            }
+            Err(create_error) => tracing::error!(%create_error, "cannot create a fresh Kafka producer"),
+        }
     }
 
     /// Enqueues every record and resolves once all of them are acknowledged (`acks=all`); the first failure ends
     /// the call with [`LogError::Write`] (records enqueued before it may still be written).
     pub async fn send(&self, topic: &str, records: Vec<Record>) -> Result<(), LogError> {
+        let (generation, producer) = self.current();
+        let result = Self::send_with(&producer, topic, &records).await;
+        if let Err(error) = &result {
+            self.replace(generation, error);
+        }
+        result
+    }
+
+    async fn send_with(producer: &FutureProducer, topic: &str, records: &[Record]) -> Result<(), LogError> {
         let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::with_capacity(records.len());
-        for record in &records {
+        for record in records {
             let mut future_record = future_record(topic, record);
             loop {
-                match self.producer.send_result(future_record) {
+                match producer.send_result(future_record) {
                     Ok(delivery) => {
                         in_flight.push_back(delivery);
                         break;
@@ -332,7 +379,7 @@ impl KafkaProducer {
 
     /// Waits until every record enqueued so far is delivered, at most `timeout`.
     pub async fn flush(&self, timeout: Duration) -> Result<(), LogError> {
-        let producer = self.producer.clone();
+        let (_, producer) = self.current();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .map_err(|error| LogError::Write(format!("Kafka flush task failed: {error}")))?

@@ -343,6 +343,13 @@ impl Drop for TestServer {
     }
 }
 
+/// Sends the server's logs to the test output when `JHE_TEST_LOG` is set (a filter, e.g. `info,sqlx=warn`).
+pub fn init_logs() {
+    if let Ok(filter) = std::env::var("JHE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
 /// The test Python interpreter (`JHE_PYTHON`, else the venv `scripts/setup --tests` makes), if it exists.
 pub fn python() -> Option<String> {
     let path = std::env::var("JHE_PYTHON").unwrap_or_else(|_| {
@@ -356,6 +363,7 @@ pub fn python() -> Option<String> {
 pub fn embedded_pipeline(dir: &std::path::Path) -> jhe_api::pipeline::PipelineConfig {
     jhe_api::pipeline::PipelineConfig {
         kafka_brokers: None,
+        kafka_properties: Vec::new(),
         object_store_url: None,
         data_dir: dir.to_path_buf(),
         topic: "jhe.observations".to_owned(),

@@ -204,3 +204,35 @@ async fn ndjson_bulk_upload_reports_every_line() {
     assert_eq!(ids.len(), 201);
     assert!(ids[10].is_null());
 }
+
+#[tokio::test]
+async fn a_revoked_consent_stops_uploads_within_a_second() {
+    let f = fixture().await;
+    let token = f.server.token(seeded::PETER).await;
+    assert_eq!(f.server.post("/FHIR/R5/Observation", &token, valid(&f, None)).await.status, 201);
+    let study = f.server.id_of("studies", "name", "Lifespan Study on BP & HR").await;
+    let revoke = json!({"studyScopeConsents": [{"studyId": study,
+        "scopeConsents": [{"codingSystem": omh::SYSTEM, "codingCode": HEART_RATE, "consented": false}]}]});
+    let answer = f.server.patch(&format!("/api/v1/patients/{}/consents", f.peter), &token, revoke).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let answer = f.server.post("/FHIR/R5/Observation", &token, valid(&f, None)).await;
+    assert_eq!(answer.status, 403, "{:?}", answer.body);
+}
+
+#[tokio::test]
+async fn id_allocators_never_hand_out_the_same_id() {
+    let db = TestDatabase::create(false).await.unwrap();
+    let first = jhe_ingest::IdAllocator::new(db.pool.clone());
+    let second = jhe_ingest::IdAllocator::new(db.pool.clone());
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..50 {
+        let count = 1 + (round * 997) % 40_000;
+        for allocator in [&first, &second] {
+            let start = allocator.allocate(count).await.unwrap();
+            for id in start..start + count as i64 {
+                assert!(id > 0 && seen.insert(id), "id {id} handed out twice");
+            }
+        }
+    }
+}

