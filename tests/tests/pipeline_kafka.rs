@@ -365,3 +365,71 @@ async fn a_broker_outage_refuses_uploads_until_the_broker_is_back() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("the broker runs").to_string();
+    let status = std::process::Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The broker stops answering for a while (SIGSTOP, so it keeps its data) and comes back (SIGCONT): uploads during
+/// the outage are refused, the processor waits, and afterwards it resumes where the catalog says and stores every
+/// acknowledged observation exactly once.
+#[tokio::test]
+async fn a_stalled_broker_delays_processing_and_loses_nothing() {
+    jhe_tests::init_logs();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let broker = start_broker(port);
+    wait_for_port(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("jhe-stall");
+    let mut config = kafka_pipeline(dir.path(), &topic);
+    config.kafka_brokers = Some(format!("127.0.0.1:{port}"));
+    config.kafka_properties = vec![("message.timeout.ms".to_owned(), "3000".to_owned())];
+    let db = TestDatabase::create(true).await.unwrap();
+    let pool = db.pool.clone();
+    let mut server = TestServer::start_pipeline(db, &config, jhe_tests::ALL_ROLES).await.unwrap();
+    let peter = patient(&server, seeded::PETER).await;
+    let carex = server.id_of("data_sources", "name", "CareX").await;
+    let token = server.token(seeded::PETER).await;
+    let batch = |from: u32| {
+        let entries =
+            (from..from + 20).map(|m| omh::observation(peter, carex, HEART_RATE, &omh::heart_rate("s", m, 66.0), None));
+        omh::bundle(entries.collect())
+    };
+    let accepted = |answer: &jhe_tests::Answer| {
+        answer.body["entry"]
+            .as_array()
+            .map_or(0, |entries| entries.iter().filter(|e| e["response"]["status"] == "201 Created").count() as i64)
+    };
+    let answer = server.post("/FHIR/R5/", &token, batch(0)).await;
+    assert_eq!(accepted(&answer), 20, "{:?}", answer.body);
+    let started = Instant::now();
+    while published_rows(&pool).await < 20 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(published_rows(&pool).await, 20);
+
+    signal(&broker, "STOP");
+    let answer = server.post("/FHIR/R5/", &token, batch(100)).await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal(&broker, "CONT");
+
+    let mut acknowledged = 20;
+    let started = Instant::now();
+    while acknowledged < 40 {
+        let answer = server.post("/FHIR/R5/", &token, batch(200)).await;
+        acknowledged += accepted(&answer);
+        assert!(started.elapsed() < Duration::from_secs(60), "uploads still fail after the stall: {:?}", answer.body);
+        if acknowledged < 40 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let started = Instant::now();
+    while published_rows(&pool).await < acknowledged && started.elapsed() < Duration::from_secs(90) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(published_rows(&pool).await, acknowledged, "every acknowledged observation, once");
+    server.stop_pipeline().await.unwrap();
+}
