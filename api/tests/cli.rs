@@ -26,7 +26,7 @@ fn free_port() -> u16 {
 fn every_subcommand_has_help() {
     let top = jhe(&["--help"], &[]);
     assert!(top.status.success());
-    for command in ["dev", "serve", "migrate", "seed", "token"] {
+    for command in ["dev", "serve", "process", "migrate", "seed", "token"] {
         assert!(text(&top).contains(command), "{command} missing from --help");
         let help = jhe(&[command, "--help"], &[]);
         assert!(help.status.success(), "{command} --help");
@@ -35,7 +35,14 @@ fn every_subcommand_has_help() {
     for variable in ["DATABASE_URL", "JHE_LISTEN", "JHE_DATA_DIR", "JHE_SITE_URL"] {
         assert!(serve.contains(variable), "{variable} missing from serve --help");
     }
+    for variable in ["JHE_KAFKA_BROKERS", "JHE_OBJECT_STORE_URL", "JHE_FLUSH_INTERVAL_MS"] {
+        assert!(serve.contains(variable), "{variable} missing from serve --help");
+    }
     assert!(jhe(&["token", "create", "--help"], &[]).status.success());
+    // the processor alone needs the Kafka topic; without it the message says what to do instead
+    let process = jhe(&["process"], &[]);
+    assert!(!process.status.success());
+    assert!(text(&process).contains("JHE_KAFKA_BROKERS"), "{}", text(&process));
     assert!(!jhe(&["frobnicate"], &[]).status.success());
 }
 
