@@ -2,8 +2,6 @@
 //! processor turns into Arrow rows and the query layer turns back into FHIR. Timestamps are microseconds since
 //! the Unix epoch in UTC; the original offsets stay in `omh_json`, which is kept exactly as uploaded.
 
-use std::borrow::Cow;
-
 /// `system|value` of an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identifier {
@@ -33,10 +31,9 @@ pub struct MeasuredValues {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedDataPoint {
     /// `https://w3id.org/openmhealth` or `https://w3id.org/ieee1752`
-    pub coding_system: &'static str,
-    /// `<namespace>:<name>:<version>`, e.g. `omh:heart-rate:2.0`: borrowed for the builtin types (no
-    /// allocation), owned for an operator's extra types.
-    pub coding_code: Cow<'static, str>,
+    pub coding_system: String,
+    /// `<namespace>:<name>:<version>`, e.g. `omh:heart-rate:2.0`
+    pub coding_code: String,
     pub effective: EffectiveTime,
     pub values: MeasuredValues,
 }

@@ -22,7 +22,6 @@ mod datetime;
 mod defs;
 mod derive;
 mod extra;
-mod fast;
 mod json;
 mod render;
 mod rules;

@@ -95,15 +95,11 @@ pub(crate) struct Builtin {
     pub(crate) namespace: &'static str,
     pub(crate) name: &'static str,
     pub(crate) version: &'static str,
-    /// `namespace:name:version`
-    pub(crate) code: &'static str,
     pub(crate) schema: &'static Schema,
 }
 
 /// The IEEE 1752 data point (header 1.0 + an object body) every data point must be.
 pub(crate) use ieee::DATA_POINT_1_0 as IEEE_DATA_POINT;
-/// The IEEE 1752 header 1.0 (`header` of [`IEEE_DATA_POINT`]).
-pub(crate) use ieee::HEADER_1_0 as IEEE_HEADER;
 
 /// Every builtin schema, sorted by (namespace, name, version) for binary search.
 pub(crate) fn builtins() -> &'static [Builtin] {
@@ -122,11 +118,6 @@ fn code_hash(namespace: &str, name: &str, version: &str) -> u64 {
 }
 
 pub(crate) fn find(namespace: &str, name: &str, version: &str) -> Option<&'static Schema> {
-    find_builtin(namespace, name, version).map(|(_, builtin)| builtin.schema)
-}
-
-/// The builtin `namespace:name:version` and its index in [`builtins`].
-pub(crate) fn find_builtin(namespace: &str, name: &str, version: &str) -> Option<(usize, &'static Builtin)> {
     static BY_HASH: std::sync::OnceLock<Vec<(u64, usize)>> = std::sync::OnceLock::new();
     let by_hash = BY_HASH.get_or_init(|| {
         let mut hashes: Vec<(u64, usize)> =
@@ -139,20 +130,15 @@ pub(crate) fn find_builtin(namespace: &str, name: &str, version: &str) -> Option
     by_hash[first..]
         .iter()
         .take_while(|(h, _)| *h == hash)
-        .map(|&(_, index)| (index, &BUILTINS[index]))
-        .find(|(_, b)| b.namespace == namespace && b.name == name && b.version == version)
+        .map(|(_, index)| &BUILTINS[*index])
+        .find(|b| b.namespace == namespace && b.name == name && b.version == version)
+        .map(|b| b.schema)
 }
 
 macro_rules! catalog {
     ($($namespace:ident $name:literal $version:literal => $schema:path),* $(,)?) => {
         static BUILTINS: [Builtin; [$($version),*].len()] = [
-            $(Builtin {
-                namespace: stringify!($namespace),
-                name: $name,
-                version: $version,
-                code: concat!(stringify!($namespace), ":", $name, ":", $version),
-                schema: &$schema,
-            }),*
+            $(Builtin { namespace: stringify!($namespace), name: $name, version: $version, schema: &$schema }),*
         ];
     };
 }
