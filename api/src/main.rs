@@ -88,10 +88,33 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The process-wide Prometheus recorder (`GET /metrics`).
+/// Histogram buckets of the latency-like metrics (seconds).
+const SECONDS_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Buckets of `jhe_processor_file_bytes`.
+const FILE_BYTES_BUCKETS: &[f64] = &[1e4, 1e5, 1e6, 4e6, 16e6, 64e6, 256e6, 1e9];
+
+/// The process-wide Prometheus recorder (`GET /metrics`). Histograms are rendered as real Prometheus histograms:
+/// the exporter's default rolling summaries drop samples that arrive out of order and keep every sample until the
+/// next scrape or upkeep. Upkeep runs every 5 seconds so nothing piles up between scrapes.
 fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => Some(handle),
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let installed = PrometheusBuilder::new()
+        .set_buckets(SECONDS_BUCKETS)
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(Matcher::Full("jhe_processor_file_bytes".to_owned()), FILE_BYTES_BUCKETS)
+        })
+        .and_then(PrometheusBuilder::install_recorder);
+    match installed {
+        Ok(handle) => {
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(handle)
+        }
         Err(error) => {
             tracing::warn!(%error, "metrics are disabled");
             None

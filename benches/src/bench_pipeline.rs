@@ -1,18 +1,25 @@
 //! Benchmarks of the observation pipeline (issue 4):
 //!
 //! * `prefill`: a bench database (P patients of "Lifespan Lab", enrolled in "Lifespan Study on BP & HR" and consenting
-//!   to heart rate and blood pressure) and a topic filled with N gateway-style messages (wearable data: heart rate
-//!   every minute, blood pressure four times a day);
+//!   to heart rate and blood pressure; kept as `jhe_bench_…`) and a topic filled with N gateway-style messages
+//!   (wearable data: heart rate every minute, blood pressure four times a day; one identifier each by default);
 //! * `process`: the processor alone (this process runs nothing else) drains the pre-filled topic into Parquet:
-//!   observations/s, observations/s per core of processor CPU, peak RSS, files written;
+//!   observations/s, observations per CPU-second (this process; Postgres and the broker are shown apart), peak RSS,
+//!   files written. `--reset` forgets an earlier run over the same topic, so one prefill serves several runs;
 //! * `e2e`: ingest, processor and a real HTTP listener in this process; K clients POST batch Bundles until N
 //!   observations are acknowledged, then the run waits until all of them are published: upload rate, end-to-end
-//!   rate, freshness (acknowledgement → catalog commit) p50/p99, peak RSS.
+//!   rate, freshness (acknowledgement → catalog commit) p50/p99, peak RSS. The request bodies are made ahead of the
+//!   clients by one generator thread through a bounded queue (`--queued-bundles`), so their memory stays small; its
+//!   CPU time is reported apart. The clock starts once the queue is full and the processor has its partitions.
+//!
+//! Freshness comes from the `jhe_processor_freshness_seconds` histogram (rendered with fine buckets: the exporter's
+//! default summaries lose samples, see [`install_metrics`]) and, for a local lake, exactly from the files.
 //!
 //! Build: `cargo build --release -p jhe-benches --bin bench-pipeline`, then for example
 //! `bench-pipeline prefill --kafka 127.0.0.1:9092 --topic bench-1 --observations 1000000` followed by the `process`
 //! command it prints, and `bench-pipeline e2e --kafka 127.0.0.1:9092 --observations 500000`.
-//! Set `JHE_LOG=info` to see the processor's flushes.
+//! `JHE_LOG=info` shows the processor's flushes, `BENCH_DUMP_METRICS=1` prints the Prometheus text at the end, and
+//! `--kafka-property key=value` passes librdkafka settings.
 
 use anyhow::{Context, bail, ensure};
 use base64::Engine;
