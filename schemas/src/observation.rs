@@ -2,6 +2,8 @@
 //! processor turns into Arrow rows and the query layer turns back into FHIR. Timestamps are microseconds since
 //! the Unix epoch in UTC; the original offsets stay in `omh_json`, which is kept exactly as uploaded.
 
+use std::borrow::Cow;
+
 /// `system|value` of an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identifier {
@@ -19,9 +21,10 @@ pub struct EffectiveTime {
 /// The typed values extracted for the common data types, so queries need not parse the OMH JSON.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MeasuredValues {
-    /// The main value (heart rate, blood glucose, body temperature, step count, …) and its unit.
+    /// The main value (heart rate, blood glucose, body temperature, step count, …) and its unit (borrowed, no
+    /// allocation, when it is a unit the schemas name).
     pub value: Option<f64>,
-    pub unit: Option<String>,
+    pub unit: Option<Cow<'static, str>>,
     /// Blood pressure, in `unit`.
     pub systolic: Option<f64>,
     pub diastolic: Option<f64>,
@@ -31,9 +34,10 @@ pub struct MeasuredValues {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidatedDataPoint {
     /// `https://w3id.org/openmhealth` or `https://w3id.org/ieee1752`
-    pub coding_system: String,
-    /// `<namespace>:<name>:<version>`, e.g. `omh:heart-rate:2.0`
-    pub coding_code: String,
+    pub coding_system: &'static str,
+    /// `<namespace>:<name>:<version>`, e.g. `omh:heart-rate:2.0`: borrowed for the builtin types (no
+    /// allocation), owned for an operator's extra types.
+    pub coding_code: Cow<'static, str>,
     pub effective: EffectiveTime,
     pub values: MeasuredValues,
 }

@@ -76,39 +76,44 @@ pub(crate) fn parse_date_time(text: &str) -> Option<i64> {
 
 /// [`parse_date_time`] and the timestamp's UTC offset in minutes (calendar durations move its wall clock).
 pub(crate) fn parse_date_time_with_offset(text: &str) -> Option<(i64, i64)> {
-    let bytes = text.as_bytes();
-    if bytes.len() < 20 || !matches!(bytes[10], b'T' | b't') {
+    // `YYYY-MM-DDTHH:MM:SS` at fixed places, then an optional fraction and the offset
+    let (head, mut rest) = text.as_bytes().split_first_chunk::<19>()?;
+    let digit = |i: usize| u32::from(head[i].wrapping_sub(b'0'));
+    let not_digits =
+        [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().fold(false, |bad, &i| bad | (digit(i) > 9));
+    if not_digits
+        || head[4] != b'-'
+        || head[7] != b'-'
+        || !matches!(head[10], b'T' | b't')
+        || head[13] != b':'
+        || head[16] != b':'
+    {
         return None;
     }
-    let days = parse_full_date(&text[..10])?;
-    let time = &bytes[11..];
-    if time[2] != b':' || time[5] != b':' {
+    let two = |i: usize| digit(i) * 10 + digit(i + 1);
+    let (year, month, day) = (i64::from(two(0) * 100 + two(2)), two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
-    let (hour, minute, second) = (two_digits(&time[0..2])?, two_digits(&time[3..5])?, two_digits(&time[6..8])?);
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
-    let mut pos = 8;
     let mut micros = 0i64;
-    if time.get(pos) == Some(&b'.') {
-        pos += 1;
-        let start = pos;
-        while time.get(pos).is_some_and(u8::is_ascii_digit) {
-            if pos - start < 6 {
-                micros = micros * 10 + i64::from(time[pos] - b'0');
-            }
-            pos += 1;
-        }
-        let digits = pos - start;
+    if let [b'.', fraction @ ..] = rest {
+        let digits = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
         if digits == 0 {
             return None;
+        }
+        for &digit in &fraction[..digits.min(6)] {
+            micros = micros * 10 + i64::from(digit - b'0');
         }
         for _ in digits..6 {
             micros *= 10;
         }
+        rest = &fraction[digits..];
     }
-    let offset_minutes: i64 = match time.get(pos..)? {
+    let offset_minutes: i64 = match rest {
         [b'Z' | b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let (offset_hour, offset_minute) = (two_digits(&[*h1, *h2])?, two_digits(&[*m1, *m2])?);
@@ -124,6 +129,7 @@ pub(crate) fn parse_date_time_with_offset(text: &str) -> Option<(i64, i64)> {
     if second == 60 && (local_minutes - offset_minutes).rem_euclid(24 * 60) != 23 * 60 + 59 {
         return None;
     }
+    let days = days_from_civil(year, month, day);
     let seconds = days * SECONDS_PER_DAY + (local_minutes - offset_minutes) * 60 + i64::from(second);
     Some((seconds * MICROS_PER_SECOND + micros, offset_minutes))
 }

@@ -8,6 +8,15 @@
 //! IEEE header) stay annotations. Operators can add data types as JSON Schema files
 //! ([`Validators::with_extra_schemas`]).
 //!
+//! Validating a data point takes one of three roads, all with the same answer (the tests compare them):
+//! * a point of a shape this thread has seen before (same keys in the same order, same schema id, other values)
+//!   is checked along that shape: its values only (`fast::shape`);
+//! * otherwise one pass over the bytes validates while parsing, with the rule tables compiled into plans and no
+//!   tree (`fast`); both roads derive the time and values from the text and allocate nothing;
+//! * a point either road does not accept (every invalid one, and valid ones with escapes in strings or a key
+//!   repeated after an invalid value) is parsed into a tree (`json`) and validated by the interpreter of the
+//!   rules (`rules`), which explains what is wrong with the JSON path of each error.
+//!
 //! ```
 //! use jhe_schemas::omh::{SchemaId, Validators};
 //! let validators = Validators::builtin();
@@ -22,6 +31,7 @@ mod datetime;
 mod defs;
 mod derive;
 mod extra;
+mod fast;
 mod json;
 mod render;
 mod rules;

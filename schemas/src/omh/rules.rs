@@ -40,7 +40,7 @@ pub(crate) enum Pattern {
 }
 
 impl Pattern {
-    fn matches(self, text: &str) -> bool {
+    pub(crate) fn matches(self, text: &str) -> bool {
         let b = text.as_bytes();
         let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
         match self {

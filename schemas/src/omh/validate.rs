@@ -4,11 +4,13 @@
 use super::defs::{self, IEEE_DATA_POINT};
 use super::derive::{measured_values, time_frame};
 use super::extra::ExtraSchemas;
+use super::fast;
 use super::json::{Doc, JsonError, NodeId, ROOT};
 use super::rules::{Failure, Schema, Segment};
 use super::schema_id::SchemaId;
 use super::{DataPointError, LoadError, ValidationError};
 use crate::{EffectiveTime, ValidatedDataPoint};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Validates Open mHealth / IEEE 1752 data points. `Validators::builtin()` costs nothing; cloning is cheap.
@@ -18,7 +20,8 @@ pub struct Validators {
 }
 
 enum Found<'v> {
-    Builtin(&'static Schema),
+    /// The schema and its index in `defs::builtins()`.
+    Builtin(&'static Schema, usize),
     Extra(&'v jsonschema::Validator),
 }
 
@@ -66,8 +69,8 @@ impl Validators {
     }
 
     fn find(&self, namespace: &str, name: &str, version: &str) -> Option<Found<'_>> {
-        if let Some(schema) = defs::find(namespace, name, version) {
-            return Some(Found::Builtin(schema));
+        if let Some((index, builtin)) = defs::find_builtin(namespace, name, version) {
+            return Some(Found::Builtin(builtin.schema, index));
         }
         self.extra.as_ref()?.find(namespace, name, version).map(Found::Extra)
     }
@@ -80,8 +83,64 @@ impl Validators {
     pub fn validate_body(&self, id: &SchemaId, body: &[u8]) -> Result<(), DataPointError> {
         let found =
             self.find(&id.namespace, &id.name, &id.version).ok_or_else(|| DataPointError::UnknownSchema(id.clone()))?;
+        if let Found::Builtin(_, index) = found
+            && fast::body_verdict(index, body) == Some(true)
+        {
+            return Ok(());
+        }
         let doc = Doc::parse(body)?;
         check_body(&found, &doc, ROOT, body, false).map_err(DataPointError::Invalid)
+    }
+
+    /// What the fast path alone decides about a body of builtin type `id`: valid, invalid, or `None` when it
+    /// leaves the document to the detailed validator (an escape in a string, deep nesting, an extra type, ...).
+    /// For tests that compare it with the detailed validator and with the official schemas.
+    #[doc(hidden)]
+    pub fn fast_body_verdict(&self, id: &SchemaId, body: &[u8]) -> Option<bool> {
+        let (index, _) = defs::find_builtin(&id.namespace, &id.name, &id.version)?;
+        fast::body_verdict(index, body)
+    }
+
+    /// [`Self::validate_data_point`] by the fast path alone (shapes seen before, then the one-pass validator):
+    /// `None` when it leaves the document to the detailed validator (which it does for every invalid document).
+    /// For tests and benchmarks.
+    #[doc(hidden)]
+    pub fn fast_data_point(&self, json: &[u8], code: Option<&SchemaId>) -> Option<ValidatedDataPoint> {
+        fast::data_point(json, code)
+    }
+
+    /// [`Self::fast_data_point`] by the one-pass validator alone, without the shapes of earlier points.
+    #[doc(hidden)]
+    pub fn one_pass_data_point(&self, json: &[u8], code: Option<&SchemaId>) -> Option<ValidatedDataPoint> {
+        fast::one_pass_data_point(json, code)
+    }
+
+    /// [`Self::fast_data_point`] by the shapes of earlier points alone (kept per thread): `None` when `json` has
+    /// none of them, or its values do not pass the same checks.
+    #[doc(hidden)]
+    pub fn shape_data_point(&self, json: &[u8]) -> Option<ValidatedDataPoint> {
+        fast::shape_data_point(json)
+    }
+
+    /// Keeps the shape of `json` (a data point the one-pass validator accepts) for this thread now; whether it
+    /// could.
+    #[doc(hidden)]
+    pub fn learn_shape(&self, json: &[u8]) -> bool {
+        fast::learn_shape(json)
+    }
+
+    /// [`Self::validate_data_point`] (with `code`: [`Self::validate_data_point_as`]) by the detailed validator
+    /// alone, the reference the fast path is tested against.
+    #[doc(hidden)]
+    pub fn detailed_data_point(
+        &self,
+        json: &[u8],
+        code: Option<&SchemaId>,
+    ) -> Result<ValidatedDataPoint, DataPointError> {
+        match code {
+            Some(code) => self.detailed_data_point_as(json, code),
+            None => self.check_data_point(&Doc::parse(json)?, json, None),
+        }
     }
 
     /// [`Self::validate_body`] for a body already parsed by serde_json.
@@ -94,7 +153,13 @@ impl Validators {
     /// Validates a whole data point: the header against IEEE 1752 header 1.0, the body against the type its
     /// `header.schema_id` names; then derives the effective time (from `body.effective_time_frame`, or the
     /// header's `source_creation_date_time` when the type has none) and the measured values.
+    ///
+    /// The common case (a builtin type, strings without escapes) is checked in one pass over the bytes; a
+    /// document that pass does not accept is validated again by the detailed validator, which reports the errors.
     pub fn validate_data_point(&self, json: &[u8]) -> Result<ValidatedDataPoint, DataPointError> {
+        if let Some(point) = fast::data_point(json, None) {
+            return Ok(point);
+        }
         let doc = Doc::parse(json)?;
         self.check_data_point(&doc, json, None)
     }
@@ -102,6 +167,13 @@ impl Validators {
     /// Like [`Self::validate_data_point`] with the body validated as `code` whatever the header says; a document
     /// without a `header` is taken as the body itself.
     pub fn validate_data_point_as(&self, json: &[u8], code: &SchemaId) -> Result<ValidatedDataPoint, DataPointError> {
+        if let Some(point) = fast::data_point(json, Some(code)) {
+            return Ok(point);
+        }
+        self.detailed_data_point_as(json, code)
+    }
+
+    fn detailed_data_point_as(&self, json: &[u8], code: &SchemaId) -> Result<ValidatedDataPoint, DataPointError> {
         let doc = Doc::parse(json)?;
         if doc.get(ROOT, "header").is_some() {
             return self.check_data_point(&doc, json, Some(code));
@@ -112,8 +184,8 @@ impl Validators {
         check_body(&found, &doc, ROOT, json, false).map_err(DataPointError::Invalid)?;
         let effective = doc.get(ROOT, "effective_time_frame").and_then(|frame| time_frame(&doc, frame));
         Ok(ValidatedDataPoint {
-            coding_system: code.coding_system().to_owned(),
-            coding_code: code.to_string(),
+            coding_system: code.coding_system(),
+            coding_code: Cow::Owned(code.to_string()),
             effective: effective.ok_or(DataPointError::NoEffectiveTime)?,
             values: measured_values(&doc, ROOT, &code.name),
         })
@@ -123,6 +195,9 @@ impl Validators {
     /// its header's `schema_id` or, when given, `code`; with `code`, a document without a `header` is validated
     /// as a body of that type.
     pub fn validate_document(&self, json: &[u8], code: Option<&SchemaId>) -> Result<(), DataPointError> {
+        if fast::data_point(json, code).is_some() {
+            return Ok(());
+        }
         let doc = Doc::parse(json)?;
         match code {
             Some(code) if doc.get(ROOT, "header").is_none() => {
@@ -184,12 +259,11 @@ impl Validators {
             .ok_or(DataPointError::NoEffectiveTime)?;
         let coding_system =
             if namespace == "ieee" { super::schema_id::IEEE_SYSTEM } else { super::schema_id::OMH_SYSTEM };
-        Ok(ValidatedDataPoint {
-            coding_system: coding_system.to_owned(),
-            coding_code: [namespace, ":", name, ":", version].concat(),
-            effective,
-            values: measured_values(doc, body, name),
-        })
+        let coding_code = match defs::find_builtin(namespace, name, version) {
+            Some((_, builtin)) => Cow::Borrowed(builtin.code),
+            None => Cow::Owned([namespace, ":", name, ":", version].concat()),
+        };
+        Ok(ValidatedDataPoint { coding_system, coding_code, effective, values: measured_values(doc, body, name) })
     }
 }
 
@@ -203,7 +277,7 @@ fn check_body(
     in_data_point: bool,
 ) -> Result<(), Vec<ValidationError>> {
     match found {
-        Found::Builtin(schema) => {
+        Found::Builtin(schema, _) => {
             if schema.is_valid(doc, body) {
                 Ok(())
             } else {

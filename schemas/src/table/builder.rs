@@ -119,7 +119,7 @@ impl ObservationBatchBuilder {
         let record_bytes = record.coding_system.len()
             + record.coding_code.len()
             + record.omh_json.len()
-            + record.values.unit.as_ref().map_or(0, String::len)
+            + record.values.unit.as_deref().map_or(0, str::len)
             + identifier_bytes;
         let text_bytes = self.text_bytes.saturating_add(record_bytes);
         if text_bytes > self.max_text_bytes {

@@ -71,7 +71,7 @@ pub fn records_from_batch(batch: &RecordBatch) -> Result<Vec<ObservationRecord>,
                 omh_json: required(&omh_json, row, COL_OMH_JSON)?.to_owned(),
                 values: MeasuredValues {
                     value: optional(value, row),
-                    unit: optional(&unit, row).map(str::to_owned),
+                    unit: optional(&unit, row).map(|unit| std::borrow::Cow::Owned(unit.to_owned())),
                     systolic: optional(systolic, row),
                     diastolic: optional(diastolic, row),
                 },

@@ -95,29 +95,44 @@ pub(crate) struct Builtin {
     pub(crate) namespace: &'static str,
     pub(crate) name: &'static str,
     pub(crate) version: &'static str,
+    /// `namespace:name:version`
+    pub(crate) code: &'static str,
     pub(crate) schema: &'static Schema,
 }
 
 /// The IEEE 1752 data point (header 1.0 + an object body) every data point must be.
 pub(crate) use ieee::DATA_POINT_1_0 as IEEE_DATA_POINT;
+/// The IEEE 1752 header 1.0 (`header` of [`IEEE_DATA_POINT`]).
+pub(crate) use ieee::HEADER_1_0 as IEEE_HEADER;
 
 /// Every builtin schema, sorted by (namespace, name, version) for binary search.
 pub(crate) fn builtins() -> &'static [Builtin] {
     &BUILTINS
 }
 
-/// FNV-1a of `namespace:name:version`, so a lookup is one hash and a binary search over integers.
+/// A hash of `namespace:name:version`, a word at a time, so a lookup is one hash and a binary search over
+/// integers.
 fn code_hash(namespace: &str, name: &str, version: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [namespace.as_bytes(), b":", name.as_bytes(), b":", version.as_bytes()] {
-        for &byte in part {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut hash: u64 = 0;
+    for part in [namespace.as_bytes(), name.as_bytes(), version.as_bytes()] {
+        let mut chunks = part.chunks_exact(8);
+        for chunk in &mut chunks {
+            hash = (hash.rotate_left(23) ^ u64::from_le_bytes(chunk.try_into().unwrap_or_default())).wrapping_mul(K);
         }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        hash = (hash.rotate_left(23) ^ u64::from_le_bytes(tail) ^ part.len() as u64).wrapping_mul(K);
     }
     hash
 }
 
 pub(crate) fn find(namespace: &str, name: &str, version: &str) -> Option<&'static Schema> {
+    find_builtin(namespace, name, version).map(|(_, builtin)| builtin.schema)
+}
+
+/// The builtin `namespace:name:version` and its index in [`builtins`].
+pub(crate) fn find_builtin(namespace: &str, name: &str, version: &str) -> Option<(usize, &'static Builtin)> {
     static BY_HASH: std::sync::OnceLock<Vec<(u64, usize)>> = std::sync::OnceLock::new();
     let by_hash = BY_HASH.get_or_init(|| {
         let mut hashes: Vec<(u64, usize)> =
@@ -127,18 +142,24 @@ pub(crate) fn find(namespace: &str, name: &str, version: &str) -> Option<&'stati
     });
     let hash = code_hash(namespace, name, version);
     let first = by_hash.partition_point(|(h, _)| *h < hash);
-    by_hash[first..]
-        .iter()
-        .take_while(|(h, _)| *h == hash)
-        .map(|(_, index)| &BUILTINS[*index])
-        .find(|b| b.namespace == namespace && b.name == name && b.version == version)
-        .map(|b| b.schema)
+    by_hash[first..].iter().take_while(|(h, _)| *h == hash).map(|&(_, index)| (index, &BUILTINS[index])).find(
+        |(_, b)| {
+            let same = |a: &str, b: &str| super::fast::same(a.as_bytes(), b.as_bytes());
+            same(b.name, name) && same(b.version, version) && same(b.namespace, namespace)
+        },
+    )
 }
 
 macro_rules! catalog {
     ($($namespace:ident $name:literal $version:literal => $schema:path),* $(,)?) => {
         static BUILTINS: [Builtin; [$($version),*].len()] = [
-            $(Builtin { namespace: stringify!($namespace), name: $name, version: $version, schema: &$schema }),*
+            $(Builtin {
+                namespace: stringify!($namespace),
+                name: $name,
+                version: $version,
+                code: concat!(stringify!($namespace), ":", $name, ":", $version),
+                schema: &$schema,
+            }),*
         ];
     };
 }
