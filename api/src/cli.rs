@@ -1,6 +1,7 @@
 //! The `jhe` command line: subcommands, configuration (defaults < TOML file < environment < flags).
 
 use crate::AppState;
+use crate::audit::AuditLog;
 use crate::pipeline::{PipelineConfig, Roles};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +19,7 @@ const DEFAULT_DATA_DIR: &str = "./var";
 const DEFAULT_TOPIC: &str = "jhe.observations";
 const DEFAULT_LOG_PARTITIONS: i32 = 6;
 const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
-const DEFAULT_FLUSH_MAX_RECORDS: usize = 500_000;
+const DEFAULT_FLUSH_MAX_RECORDS: usize = 50_000;
 const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Parser)]
@@ -97,6 +98,9 @@ pub struct ServerArgs {
     /// Largest number of Postgres connections [default: 16]
     #[arg(long, env = "JHE_DATABASE_MAX_CONNECTIONS")]
     pub database_max_connections: Option<u32>,
+    /// Record every read, search and export in the audit trail (`off` only to measure its cost) [default: on]
+    #[arg(long, env = "JHE_AUDIT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub audit: Option<bool>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -127,7 +131,7 @@ pub struct PipelineArgs {
     /// Kafka consumer group of the processors [default: jhe-processor]
     #[arg(long, env = "JHE_PROCESSOR_GROUP")]
     pub processor_group: Option<String>,
-    /// Most observations written in one flush (one file per code and day each) [default: 500000]
+    /// Most observations written in one flush (one file per code and day each) [default: 50000]
     #[arg(long, env = "JHE_FLUSH_MAX_RECORDS")]
     pub flush_max_records: Option<usize>,
     /// A folder of extra JSON Schema files for site-specific data types
@@ -179,6 +183,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub site_url: Option<url::Url>,
     pub database_max_connections: Option<u32>,
+    pub audit: Option<bool>,
     pub kafka_brokers: Option<String>,
     pub object_store_url: Option<String>,
     pub topic: Option<String>,
@@ -210,6 +215,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub site_url: Option<url::Url>,
     pub database_max_connections: u32,
+    /// Whether reads are recorded in the audit trail.
+    pub audit: bool,
     pub pipeline: PipelineConfig,
 }
 
@@ -304,6 +311,7 @@ impl ServerConfig {
             data_dir,
             site_url: args.site_url.clone().or_else(|| file.site_url.clone()),
             database_max_connections: max,
+            audit: args.audit.or(file.audit).unwrap_or(true),
         })
     }
 }
@@ -341,11 +349,17 @@ pub async fn run_server(
     let roles = Roles { ingest: true, processor: always_process || config.pipeline.kafka_brokers.is_none() };
     let stop = CancellationToken::new();
     let mut plane = crate::pipeline::start(&config.pipeline, pool.clone(), roles, stop.clone()).await?;
+    if !config.audit {
+        tracing::warn!("the audit trail is off (JHE_AUDIT=off): reads are not recorded");
+    }
+    let audit = if config.audit { AuditLog::start(pool.clone()) } else { AuditLog::disabled() };
     let state = AppState {
         pool,
         site_url: config.site_url.as_ref().map(|u| Arc::from(u.as_str().trim_end_matches('/'))),
         ingest: plane.ingest.take(),
+        query: plane.query.take(),
         metrics,
+        audit,
     };
     tracing::info!(listen = %config.listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
     let http_stop = stop.clone();

@@ -83,6 +83,24 @@ impl From<jhe_catalog::Error> for ApiError {
     }
 }
 
+impl From<jhe_query::QueryError> for ApiError {
+    fn from(error: jhe_query::QueryError) -> Self {
+        match error.user_message() {
+            Some(detail) => ApiError::new(error.kind(), detail),
+            None => {
+                tracing::error!(error = %error, "query error");
+                match error.kind() {
+                    ErrorKind::Unavailable => ApiError::new(
+                        ErrorKind::Unavailable,
+                        "observations cannot be read right now; try again shortly",
+                    ),
+                    _ => ApiError::internal(),
+                }
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -98,7 +98,12 @@ impl FromRequestParts<AppState> for Auth {
             return Err(ApiError::unauthenticated());
         }
         match jhe_catalog::authenticate(&state.pool, token).await? {
-            Some(caller) => Ok(Auth(caller)),
+            Some(caller) => {
+                if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
+                    slot.set_user(caller.user_id);
+                }
+                Ok(Auth(caller))
+            }
             None => Err(ApiError::new(jhe_schemas::ErrorKind::Unauthenticated, "Invalid token.")),
         }
     }

@@ -2,6 +2,7 @@
 //! (`main.rs`) wires the subcommands to the entry points here.
 
 mod access;
+pub mod audit;
 mod camel;
 pub mod cli;
 mod error;
@@ -29,14 +30,20 @@ pub struct AppState {
     pub site_url: Option<Arc<str>>,
     /// Uploads (`POST /FHIR/R5/…`); `None` answers them with 503.
     pub ingest: Option<jhe_ingest::Ingestor>,
+    /// Observation reads (`GET /FHIR/R5/Observation`, `/api/v1/observations`); `None` answers them with 503.
+    pub query: Option<jhe_query::QueryEngine>,
     /// The Prometheus recorder behind `GET /metrics`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The audit trail of reads, searches and exports.
+    pub audit: audit::AuditLog,
 }
 
 impl AppState {
-    /// The REST API only (no uploads, no metrics).
+    /// The REST API only (no uploads, no metrics), with the audit trail written to `pool` (starts its writer on the
+    /// current runtime).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool, site_url: None, ingest: None, metrics: None }
+        let audit = audit::AuditLog::start(pool.clone());
+        Self { pool, site_url: None, ingest: None, query: None, metrics: None, audit }
     }
 }
 
@@ -45,7 +52,9 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState")
             .field("site_url", &self.site_url)
             .field("ingest", &self.ingest.is_some())
+            .field("query", &self.query.is_some())
             .field("metrics", &self.metrics.is_some())
+            .field("audit", &self.audit.is_enabled())
             .finish_non_exhaustive()
     }
 }

@@ -70,7 +70,10 @@ pub(crate) fn paged<T: Serialize>(url: &RequestUrl, request: PageRequest, page: 
         2 => Some(link(url, None)),
         n => Some(link(url, Some((n - 1) as u32))),
     };
-    crate::extract::ok(&Envelope { count: page.count, next, previous, results: page.items })
+    let rows = page.items.len() as i64;
+    let mut response = crate::extract::ok(&Envelope { count: page.count, next, previous, results: page.items })?;
+    response.extensions_mut().insert(crate::audit::AuditRows(rows));
+    Ok(response)
 }
 
 /// Lists the reference serves without a pagination class (clients, settings, invitations, API keys): pages of

@@ -61,6 +61,8 @@ impl PipelineConfig {
 pub struct DataPlane {
     /// Uploads, when this process takes them.
     pub ingest: Option<Ingestor>,
+    /// Observation reads, in a process that takes uploads (one that serves the API).
+    pub query: Option<jhe_query::QueryEngine>,
     pub tasks: JoinSet<anyhow::Result<()>>,
 }
 
@@ -101,9 +103,16 @@ pub async fn start(
         None
     };
 
+    let (store, prefix) = jhe_processor::store::open_store(config.object_store_url.as_deref(), &config.data_dir)
+        .context("opening the object store")?;
+    let query = if roles.ingest {
+        let settings = jhe_query::QuerySettings::default();
+        Some(jhe_query::QueryEngine::new(pool.clone(), std::sync::Arc::clone(&store), &settings)?)
+    } else {
+        None
+    };
+
     if roles.processor {
-        let (store, prefix) = jhe_processor::store::open_store(config.object_store_url.as_deref(), &config.data_dir)
-            .context("opening the object store")?;
         let processor = Processor {
             pool: pool.clone(),
             log: log.clone(),
@@ -129,5 +138,5 @@ pub async fn start(
             Ok(())
         });
     }
-    Ok(DataPlane { ingest, tasks })
+    Ok(DataPlane { ingest, query, tasks })
 }

@@ -1,6 +1,6 @@
 //! End-to-end benchmark of the Admin REST API: `GET /api/v1/patients?organization_id=…` latency with 10,000
 //! patients in one organization, against a real `jhe serve` process over a real Postgres, and that process's
-//! idle RSS.
+//! idle RSS, and the cost of the audit trail (the same read against a second server with `JHE_AUDIT=off`).
 //!
 //! Run: `cargo build --release -p jhe-api -p jhe-benches && $CARGO_TARGET_DIR/release/bench-api`
 //! (`--patients`, `--requests`, `--jhe <path to the jhe binary>`).
@@ -47,16 +47,7 @@ async fn main() -> anyhow::Result<()> {
         .token;
 
     let listen = format!("127.0.0.1:{}", args.port);
-    let mut server = tokio::process::Command::new(&jhe)
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("JHE_LISTEN", &listen)
-        .env("JHE_DATA_DIR", std::env::temp_dir().join("jhe-bench-var"))
-        .env("JHE_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", jhe.display()))?;
+    let mut server = start_server(&jhe, &db.url, &listen, true)?;
     let pid = server.id().context("server pid")?;
     let base = format!("http://{listen}");
     let http = reqwest::Client::new();
@@ -83,8 +74,55 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("RSS after the run: {:.1} MiB", rss_kib(pid)? as f64 / 1024.0);
+
+    // The audit trail's cost: the same read against a second server with JHE_AUDIT=off, in alternating rounds so
+    // both see the same machine load.
+    let quiet_listen = format!("127.0.0.1:{}", args.port + 1);
+    let mut quiet = start_server(&jhe, &db.url, &quiet_listen, false)?;
+    let quiet_base = format!("http://{quiet_listen}");
+    wait_until_healthy(&http, &quiet_base).await?;
+    let path = format!("/api/v1/patients?organization_id={organization}");
+    samples(&http, &format!("{quiet_base}{path}"), &token, 200).await?; // warm-up
+    let (mut audited, mut unaudited) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        audited.extend(samples(&http, &format!("{base}{path}"), &token, args.requests / 10).await?);
+        unaudited.extend(samples(&http, &format!("{quiet_base}{path}"), &token, args.requests / 10).await?);
+    }
+    let (on, off) = (Stats::of(audited, Duration::ZERO), Stats::of(unaudited, Duration::ZERO));
+    println!(
+        "audit trail on  p50 {:>7.2} ms  p99 {:>7.2} ms\naudit trail off p50 {:>7.2} ms  p99 {:>7.2} ms\n\
+         cost of the audit trail: p50 {:+.3} ms, p99 {:+.3} ms",
+        on.p50_ms,
+        on.p99_ms,
+        off.p50_ms,
+        off.p99_ms,
+        on.p50_ms - off.p50_ms,
+        on.p99_ms - off.p99_ms
+    );
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events").fetch_one(&db.pool).await?;
+    println!("audit events recorded: {recorded}");
+    quiet.kill().await.ok();
     server.kill().await.ok();
     Ok(())
+}
+
+fn start_server(
+    jhe: &std::path::Path,
+    database_url: &str,
+    listen: &str,
+    audit: bool,
+) -> anyhow::Result<tokio::process::Child> {
+    tokio::process::Command::new(jhe)
+        .arg("serve")
+        .env("DATABASE_URL", database_url)
+        .env("JHE_LISTEN", listen)
+        .env("JHE_DATA_DIR", std::env::temp_dir().join(format!("jhe-bench-var-{listen}")))
+        .env("JHE_LOG", "warn")
+        .env("JHE_AUDIT", if audit { "on" } else { "off" })
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", jhe.display()))
 }
 
 async fn load_patients(db: &TestDatabase, organization: i64, count: i64) -> anyhow::Result<()> {
@@ -141,21 +179,36 @@ struct Stats {
     per_second: f64,
 }
 
-async fn measure(http: &reqwest::Client, url: &str, token: &str, requests: usize) -> anyhow::Result<Stats> {
-    for _ in 0..requests.min(200) {
-        fetch(http, url, token).await?;
+impl Stats {
+    fn of(mut samples: Vec<Duration>, total: Duration) -> Self {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
+        Stats {
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+            per_second: samples.len() as f64 / total.as_secs_f64().max(f64::MIN_POSITIVE),
+        }
     }
+}
+
+async fn samples(http: &reqwest::Client, url: &str, token: &str, requests: usize) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(requests);
-    let started = Instant::now();
     for _ in 0..requests {
         let one = Instant::now();
         fetch(http, url, token).await?;
         samples.push(one.elapsed());
     }
-    let total = started.elapsed();
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize].as_secs_f64() * 1000.0;
-    Ok(Stats { p50_ms: at(0.50), p99_ms: at(0.99), max_ms: at(1.0), per_second: requests as f64 / total.as_secs_f64() })
+    Ok(samples)
+}
+
+async fn measure(http: &reqwest::Client, url: &str, token: &str, requests: usize) -> anyhow::Result<Stats> {
+    for _ in 0..requests.min(200) {
+        fetch(http, url, token).await?;
+    }
+    let started = Instant::now();
+    let samples = samples(http, url, token, requests).await?;
+    Ok(Stats::of(samples, started.elapsed()))
 }
 
 async fn fetch(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<()> {

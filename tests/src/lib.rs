@@ -52,6 +52,23 @@ impl TestDatabase {
         jhe_catalog::migrate(&pool).await?;
         Ok(TestDatabase { url, name, pool })
     }
+
+    /// Keeps this database after the process ends, for benchmarks: it is renamed `jhe_bench_…` (clean-ups of stale
+    /// `jhe_test_…` databases leave it alone). Returns its URL and a pool on it.
+    pub async fn keep(self) -> anyhow::Result<(String, PgPool)> {
+        self.pool.close().await;
+        let kept = self.name.replacen("jhe_test_", "jhe_bench_", 1);
+        let admin = admin_pool().await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER DATABASE \"{}\" RENAME TO \"{kept}\"", self.name)))
+            .execute(&admin)
+            .await
+            .context("renaming the bench database")?;
+        admin.close().await;
+        let url = with_database(&server_url(), &kept);
+        drop(self); // its drop finds nothing left to remove
+        let pool = jhe_catalog::connect(&url, 8).await?;
+        Ok((url, pool))
+    }
 }
 
 /// What the template's content depends on: the migrations and the seed code.
@@ -181,7 +198,7 @@ impl TestServer {
     }
 
     pub async fn start_with(db: TestDatabase) -> anyhow::Result<Self> {
-        Self::start_state(db, None, None).await
+        Self::start_state(db, None, None, None).await
     }
 
     /// A server that also takes uploads and runs the data-plane `roles` of `config` in this process.
@@ -193,7 +210,8 @@ impl TestServer {
         let stop = tokio_util::sync::CancellationToken::new();
         let mut plane = jhe_api::pipeline::start(config, db.pool.clone(), roles, stop.clone()).await?;
         let ingest = plane.ingest.take();
-        let mut server = Self::start_state(db, ingest, Some(stop)).await?;
+        let query = plane.query.take();
+        let mut server = Self::start_state(db, ingest, query, Some(stop)).await?;
         server.pipeline_tasks = Some(plane.tasks);
         Ok(server)
     }
@@ -214,12 +232,14 @@ impl TestServer {
     async fn start_state(
         db: TestDatabase,
         ingest: Option<jhe_ingest::Ingestor>,
+        query: Option<jhe_query::QueryEngine>,
         pipeline_stop: Option<tokio_util::sync::CancellationToken>,
     ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let mut state = jhe_api::AppState::new(db.pool.clone());
         state.ingest = ingest.clone();
+        state.query = query;
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = jhe_api::serve(listener, state, async {
@@ -329,6 +349,32 @@ impl TestServer {
         .fetch_one(&self.db.pool)
         .await
         .unwrap_or_else(|e| panic!("{table}.{column} = {value}: {e}"))
+    }
+
+    /// The patient id of a seeded patient account.
+    pub async fn patient_id(&self, email: &str) -> i64 {
+        let user = self.id_of("users", "email", email).await;
+        self.id_of("patients", "user_id::text", &user.to_string()).await
+    }
+
+    /// Rows in published Parquet files, per the catalog.
+    pub async fn published_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT COALESCE(SUM(row_count), 0)::int8 FROM parquet_files WHERE state = 'published'")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("counting published rows")
+    }
+
+    /// Waits until the catalog holds at least `rows` published rows, or `timeout` passed; returns the count seen last.
+    pub async fn wait_for_published_rows(&self, rows: i64, timeout: std::time::Duration) -> i64 {
+        let started = std::time::Instant::now();
+        loop {
+            let published = self.published_rows().await;
+            if published >= rows || started.elapsed() > timeout {
+                return published;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 

@@ -1,10 +1,16 @@
 //! The HTTP routes. Each module owns one REST resource and returns its `Router`.
 
+mod audit_events;
 mod clients;
 mod consents;
 mod data_sources;
+mod fhir_analytics;
+mod fhir_export;
 mod fhir_ingest;
+mod fhir_observations;
+mod fhir_read;
 mod invitations;
+mod observations;
 mod organizations;
 mod patients;
 mod practitioner_clients;
@@ -39,6 +45,9 @@ pub(crate) fn openapi_parts() -> Vec<utoipa::openapi::OpenApi> {
         practitioner_clients::ApiDoc::openapi(),
         settings::ApiDoc::openapi(),
         invitations::ApiDoc::openapi(),
+        observations::ApiDoc::openapi(),
+        audit_events::ApiDoc::openapi(),
+        fhir_analytics::ApiDoc::openapi(),
     ]
 }
 
@@ -54,16 +63,24 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(data_sources::routes())
         .merge(clients::routes())
         .merge(settings::routes())
-        .merge(invitations::routes());
+        .merge(invitations::routes())
+        .merge(observations::routes())
+        .merge(fhir_analytics::rest_routes())
+        .merge(audit_events::routes());
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(fhir_ingest::routes())
+        .merge(fhir_read::routes())
+        .merge(fhir_observations::routes())
+        .merge(fhir_analytics::routes())
+        .merge(fhir_export::routes())
         .nest("/api/v1", api)
         .merge(crate::openapi::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.audit.clone(), crate::audit::audit_requests))
         .with_state(state)
         .layer(SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("x-content-type-options"),

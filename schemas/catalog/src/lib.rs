@@ -2,13 +2,17 @@
 //! studies, consent, data sources, OAuth clients and tokens, settings. Callers get typed rows back; HTTP and
 //! authorization policy live in the `api` crate.
 
+mod audit;
 mod clients;
 mod consents;
 mod control_plane;
 mod data_sources;
 mod error;
+mod export_jobs;
+mod fhir_search;
 mod files;
 mod invitations;
+mod observation_access;
 mod observations;
 mod organizations;
 mod paging;
@@ -21,13 +25,17 @@ mod studies;
 mod tokens;
 mod wire;
 
+pub use audit::*;
 pub use clients::*;
 pub use consents::*;
 pub use control_plane::*;
 pub use data_sources::*;
 pub use error::{Error, Result};
+pub use export_jobs::*;
+pub use fhir_search::*;
 pub use files::*;
 pub use invitations::*;
+pub use observation_access::*;
 pub use observations::*;
 pub use organizations::*;
 pub use paging::{Page, PageRequest};

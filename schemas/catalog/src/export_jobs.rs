@@ -1,0 +1,145 @@
+//! FHIR Bulk Data export jobs (`export_jobs`): created at kick-off, updated by the task that writes the files,
+//! read by the status and file routes. Updates that end a job only apply to a running one, so a cancel that
+//! arrives first wins over the task's late completion.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::Result;
+
+/// A job still writing its files.
+pub const EXPORT_RUNNING: &str = "running";
+/// Files written; `output` lists them.
+pub const EXPORT_COMPLETED: &str = "completed";
+/// Stopped by a server failure; `error` says why.
+pub const EXPORT_FAILED: &str = "failed";
+/// Cancelled by its user (the status then answers 404, as FHIR Bulk Data asks).
+pub const EXPORT_CANCELLED: &str = "cancelled";
+
+/// One export job.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ExportJob {
+    pub id: String,
+    pub user_id: i64,
+    pub study_id: i64,
+    pub request: String,
+    /// `ndjson` or `parquet`.
+    pub output_format: String,
+    pub since: Option<DateTime<Utc>>,
+    /// One of the `EXPORT_*` constants.
+    pub status: String,
+    pub instance: String,
+    pub transaction_time: DateTime<Utc>,
+    pub progress: Option<String>,
+    /// `[{"type", "name", "count"}]` once completed.
+    pub output: serde_json::Value,
+    pub error: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What a kick-off records.
+#[derive(Debug, Clone)]
+pub struct NewExportJob<'a> {
+    pub user_id: i64,
+    pub study_id: i64,
+    pub request: &'a str,
+    pub output_format: &'a str,
+    pub since: Option<DateTime<Utc>>,
+    /// The process that will run the job.
+    pub instance: &'a str,
+}
+
+const COLUMNS: &str = "id, user_id, study_id, request, output_format, since, status, instance, transaction_time, \
+                       progress, output, error, finished_at";
+
+/// Records a running job with a new random id.
+pub async fn create_export_job(pool: &PgPool, job: &NewExportJob<'_>) -> Result<ExportJob> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let row = sqlx::query_as::<_, ExportJob>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO export_jobs (id, user_id, study_id, request, output_format, since, status, instance,
+                                  transaction_time)
+         VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, now())
+         RETURNING {COLUMNS}"
+    )))
+    .bind(&id)
+    .bind(job.user_id)
+    .bind(job.study_id)
+    .bind(job.request)
+    .bind(job.output_format)
+    .bind(job.since)
+    .bind(job.instance)
+    .fetch_one(pool)
+    .await?;
+    Ok(row)
+}
+
+/// The job with this id, whoever owns it (the caller checks the owner).
+pub async fn export_job(pool: &PgPool, id: &str) -> Result<Option<ExportJob>> {
+    let row =
+        sqlx::query_as::<_, ExportJob>(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM export_jobs WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row)
+}
+
+/// Sets the progress text of a running job.
+pub async fn set_export_progress(pool: &PgPool, id: &str, progress: &str) -> Result<()> {
+    sqlx::query("UPDATE export_jobs SET progress = $2 WHERE id = $1 AND status = 'running'")
+        .bind(id)
+        .bind(progress)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Ends a running job as `status` (completed with `output`, failed with `error`, or cancelled); `false` when
+/// the job was not running any more.
+pub async fn finish_export_job(
+    pool: &PgPool,
+    id: &str,
+    status: &str,
+    output: &serde_json::Value,
+    error: Option<&str>,
+) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE export_jobs SET status = $2, output = $3, error = $4, finished_at = now()
+         WHERE id = $1 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(output)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Cancels a job whatever its state (a finished job's files are no longer served); `false` when already
+/// cancelled or unknown.
+pub async fn cancel_export_job(pool: &PgPool, id: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE export_jobs SET status = 'cancelled', finished_at = coalesce(finished_at, now())
+         WHERE id = $1 AND status <> 'cancelled'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Marks failed every running job of a process other than `instance` (one that restarted or is gone); returns
+/// how many. Call it at startup of a single-instance server, or per job when reading its status.
+pub async fn fail_orphaned_export_jobs(pool: &PgPool, instance: &str, id: Option<&str>) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE export_jobs
+         SET status = 'failed', error = 'the server stopped while the export was running; start it again',
+             finished_at = now()
+         WHERE status = 'running' AND instance <> $1 AND ($2::text IS NULL OR id = $2)",
+    )
+    .bind(instance)
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
