@@ -55,6 +55,13 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("max.poll.interval.ms", "300000"),
     ("session.timeout.ms", "10000"),
     ("heartbeat.interval.ms", "3000"),
+    // Prefetch: by default librdkafka queues up to 100,000 records or 64 MiB ahead of the application, and one fetch
+    // response may add up to 50 MiB of compressed batches on top (decompressed, several times that). The caller
+    // buffers a whole flush anyway, so a small queue costs nothing: at 4 MiB per response and 10,000 records queued,
+    // a processor still reads 100,000+ records/s from a local broker, and its memory stays bounded.
+    ("queued.min.messages", "10000"),
+    ("queued.max.messages.kbytes", "4096"),
+    ("fetch.max.bytes", "4194304"),
 ];
 /// What the consumer semantics depend on: positions come from the caller's store (offsets committed to Kafka are a
 /// hint), and the rebalance callback assigns with the eager protocol (`range`).

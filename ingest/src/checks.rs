@@ -5,7 +5,7 @@
 use jhe_catalog::{Caller, ControlPlaneSnapshot};
 use jhe_schemas::fhir::{FhirError, ObservationUpload};
 use jhe_schemas::omh::{SchemaId, Validators};
-use jhe_schemas::{ErrorKind, ObservationRecord};
+use jhe_schemas::{ErrorKind, Identifier, ObservationRecord};
 
 /// A refused observation: the HTTP status of the reference and a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +65,14 @@ pub(crate) enum Checked {
     Ready(Box<Prepared>),
 }
 
-/// Runs steps 1–4 and 6–9 of §6.7 for one parsed upload.
+/// An entry refused after step 5 keeps its identifiers (moved, not copied: this is the only place they go).
+fn late(identifiers: Vec<Identifier>, rejection: Rejection) -> Checked {
+    let identifiers = identifiers.into_iter().map(|identifier| (identifier.system, identifier.value)).collect();
+    Checked::FailedAfterIdentifiers { identifiers, rejection }
+}
+
+/// Runs steps 1–4 and 6–9 of §6.7 for one parsed upload. The upload is taken apart, not copied: its identifiers,
+/// coding and data point move into the record.
 pub(crate) fn check(
     snapshot: &ControlPlaneSnapshot,
     validators: &Validators,
@@ -73,7 +80,7 @@ pub(crate) fn check(
     upload: Result<ObservationUpload, FhirError>,
 ) -> Checked {
     // (1)–(2) parse, subject syntax
-    let upload = match upload {
+    let mut upload = match upload {
         Ok(upload) => upload,
         Err(error) => return Checked::Rejected(error.into()),
     };
@@ -97,8 +104,10 @@ pub(crate) fn check(
             Some(_) => {}
         }
     }
+    let identifiers = std::mem::take(&mut upload.identifiers);
+    let (device, coding, omh) = upload.into_deferred();
     // (4) a personal-device data source
-    let device_id = match upload.device_id() {
+    let device_id = match device {
         Ok(id) => id,
         Err(error) => return Checked::Rejected(error.into()),
     };
@@ -106,57 +115,58 @@ pub(crate) fn check(
         return Checked::Rejected(Rejection::new(400, format!("Device Data Source id={device_id} can not be found.")));
     }
     // (5) identifiers: checked by the caller against the database
-    let identifiers: Vec<(String, String)> =
-        upload.identifiers.iter().map(|i| (i.system.clone(), i.value.clone())).collect();
-    let late = |rejection: Rejection| Checked::FailedAfterIdentifiers { identifiers: identifiers.clone(), rejection };
     // (6) exactly one known code
-    let coding = match upload.coding() {
+    let coding = match coding {
         Ok(coding) => coding,
-        Err(error) => return late(error.into()),
+        Err(error) => return late(identifiers, error.into()),
     };
     let Some(code_id) = snapshot.code_id(&coding.system, &coding.code) else {
-        return late(Rejection::new(400, format!("Code not found: system={} code={}", coding.system, coding.code)));
+        let rejection = Rejection::new(400, format!("Code not found: system={} code={}", coding.system, coding.code));
+        return late(identifiers, rejection);
     };
     // (7) consented for at least one study
     if !snapshot.is_consented(patient_id, code_id) {
-        return late(Rejection::new(
+        let rejection = Rejection::new(
             403,
             format!(
                 "Observation data with coding_system={} coding_code={} has not been consented for any studies by \
                  this Patient.",
                 coding.system, coding.code
             ),
-        ));
+        );
+        return late(identifiers, rejection);
     }
-    let (coding_system, coding_code) = (coding.system.clone(), coding.code.clone());
     // (8) base64 JSON
-    let omh = match upload.omh() {
+    let omh = match omh {
         Ok(omh) => omh,
-        Err(error) => return late(error.into()),
+        Err(error) => return late(identifiers, error.into()),
     };
     // (9) OMH validation: the header against IEEE header 1.0, the body against the *code's* schema (the header's
     // schema_id is not cross-checked, as in the reference)
-    let schema_id: SchemaId = match coding_code.parse() {
+    let schema_id: SchemaId = match coding.code.parse() {
         Ok(id) => id,
         Err(error) => {
-            return late(Rejection::new(422, format!("code {coding_code}: no schema for this code ({error})")));
+            let rejection = Rejection::new(422, format!("code {}: no schema for this code ({error})", coding.code));
+            return late(identifiers, rejection);
         }
     };
     let validated = match validators.validate_data_point_as(omh.json.as_bytes(), &schema_id) {
         Ok(validated) => validated,
-        Err(error) => return late(Rejection::new(422, format!("omh_data: {error}"))),
+        Err(error) => return late(identifiers, Rejection::new(422, format!("omh_data: {error}"))),
     };
+    // stored without surrounding whitespace; the decoded buffer itself when there is none (the usual case)
+    let omh_json = if omh.json.trim().len() == omh.json.len() { omh.json } else { omh.json.trim().to_owned() };
     let record = ObservationRecord {
         id: 0,
         patient_id,
         jhe_user_id: patient.user_id,
         data_source_id: Some(device_id),
-        coding_system,
-        coding_code,
+        coding_system: coding.system,
+        coding_code: coding.code,
         effective: validated.effective,
         last_updated_micros: now_micros(),
-        identifiers: upload.identifiers.clone(),
-        omh_json: omh.json.trim().to_owned(),
+        identifiers,
+        omh_json,
         values: validated.values,
     };
     Checked::Ready(Box::new(Prepared { record, code_text: snapshot.code_text(code_id).map(str::to_owned) }))

@@ -121,11 +121,14 @@ impl Ingestor {
     }
 
     /// `POST /FHIR/R5/Observation`: one observation; a refused one is the request's status.
-    pub async fn create(&self, caller: &Caller, body: Vec<u8>) -> Result<EntryOutcome, IngestError> {
+    pub async fn create<B>(&self, caller: &Caller, body: B) -> Result<EntryOutcome, IngestError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         let caller = caller.clone();
         let checked = run_blocking(move || {
-            let upload = jhe_schemas::fhir::parse_observation(&body);
+            let upload = jhe_schemas::fhir::parse_observation(body.as_ref());
             // A body that is not an Observation at all is the request's error, as in the reference (step 1).
             let upload = upload?;
             let snapshot = inner.cache.snapshot();
@@ -138,11 +141,14 @@ impl Ingestor {
 
     /// `POST /FHIR/R5/` with a batch or transaction Bundle: every entry on its own (no transaction), outcomes in
     /// entry order.
-    pub async fn batch(&self, caller: &Caller, body: Vec<u8>) -> Result<Vec<EntryOutcome>, IngestError> {
+    pub async fn batch<B>(&self, caller: &Caller, body: B) -> Result<Vec<EntryOutcome>, IngestError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         let caller = caller.clone();
         let checked = run_blocking(move || {
-            let bundle = jhe_schemas::fhir::parse_bundle(&body).map_err(|error| match error {
+            let bundle = jhe_schemas::fhir::parse_bundle(body.as_ref()).map_err(|error| match error {
                 FhirError::BundleEntryWithoutData { .. } => {
                     IngestError::BundlePrecheck("resource.valueAttachment.data must be not null.".to_owned())
                 }
@@ -162,14 +168,17 @@ impl Ingestor {
     }
 
     /// NDJSON bulk upload: one Observation per line (blank lines are skipped), each checked like a batch entry.
-    pub async fn bulk_ndjson(&self, caller: &Caller, body: Vec<u8>) -> Result<BulkReport, IngestError> {
+    pub async fn bulk_ndjson<B>(&self, caller: &Caller, body: B) -> Result<BulkReport, IngestError>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
         let caller = caller.clone();
         let (checked, line_numbers) = run_blocking(move || {
             let snapshot = inner.cache.snapshot();
             let mut checked = Vec::new();
             let mut line_numbers = Vec::new();
-            for (index, line) in body.split(|b| *b == b'\n').enumerate() {
+            for (index, line) in body.as_ref().split(|b| *b == b'\n').enumerate() {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -249,56 +258,72 @@ impl Ingestor {
 
         if !prepared.is_empty() {
             let first_id = inner.ids.allocate(prepared.len()).await.map_err(unavailable)?;
+            // The log records are encoded now, while the records still hold their identifiers; the identifiers
+            // then move into the claims (one statement for the whole request) and back once it answered.
             let mut claims = Vec::new();
+            let mut messages = Vec::with_capacity(prepared.len());
+            let mut claim_counts = Vec::with_capacity(prepared.len());
             for (offset, (_, entry)) in prepared.iter_mut().enumerate() {
                 entry.record.id = first_id + offset as i64;
-                for identifier in &entry.record.identifiers {
-                    claims.push(IdentifierClaim {
-                        system: identifier.system.clone(),
-                        value: identifier.value.clone(),
-                        observation_id: entry.record.id,
-                    });
-                }
+                messages.push(Some(message_record(&entry.record)));
+                claim_counts.push(entry.record.identifiers.len());
+                let observation_id = entry.record.id;
+                claims.extend(std::mem::take(&mut entry.record.identifiers).into_iter().map(|identifier| {
+                    IdentifierClaim { system: identifier.system, value: identifier.value, observation_id }
+                }));
             }
             let owned = jhe_catalog::reserve_identifiers(&inner.pool, &claims).await.map_err(unavailable)?;
             // An observation is accepted only when it owns every identifier it carries; claims it did win are
             // released again when it does not.
             let mut release = Vec::new();
             let mut records = Vec::with_capacity(prepared.len());
-            let mut accepted = Vec::with_capacity(prepared.len());
-            let mut claim_index = 0;
-            for (index, entry) in prepared {
-                let count = entry.record.identifiers.len();
-                let own = &owned[claim_index..claim_index + count];
-                let entry_claims = &claims[claim_index..claim_index + count];
-                claim_index += count;
-                if let Some(position) = own.iter().position(|owned| !owned) {
-                    let lost = &entry_claims[position];
-                    outcomes[index] = Some(Err(Rejection::duplicate_identifier(&lost.system, &lost.value)));
+            // claim ranges of the observations that go to the log
+            let mut accepted_claims = Vec::with_capacity(prepared.len());
+            let mut accepted = vec![false; prepared.len()];
+            let mut start = 0;
+            for (position, ((index, _), count)) in prepared.iter().zip(&claim_counts).enumerate() {
+                let range = start..start + count;
+                start += count;
+                let (own, entry_claims) = (&owned[range.clone()], &claims[range.clone()]);
+                if let Some(lost) = own.iter().position(|owned| !owned) {
+                    let lost = &entry_claims[lost];
+                    outcomes[*index] = Some(Err(Rejection::duplicate_identifier(&lost.system, &lost.value)));
                     release.extend(entry_claims.iter().zip(own).filter(|(_, owned)| **owned).map(|(c, _)| c.clone()));
                     continue;
                 }
-                records.push(message_record(&entry.record));
-                accepted.push((index, entry, entry_claims.to_vec()));
+                records.extend(messages[position].take());
+                accepted_claims.push(range);
+                accepted[position] = true;
             }
             if !release.is_empty()
                 && let Err(error) = jhe_catalog::release_identifiers(&inner.pool, &release).await
             {
                 tracing::warn!(%error, count = release.len(), "could not release identifier claims");
             }
-            if !records.is_empty() {
-                if let Err(error) = inner.producer.send(&inner.settings.topic, records).await {
-                    tracing::error!(%error, "observation log write failed; nothing acknowledged");
-                    let claims: Vec<IdentifierClaim> = accepted.iter().flat_map(|(_, _, c)| c.clone()).collect();
-                    if let Err(error) = jhe_catalog::release_identifiers(&inner.pool, &claims).await {
-                        tracing::warn!(%error, "could not release identifier claims after a failed log write");
-                    }
-                    return Err(IngestError::Unavailable(
-                        "the observation log is unavailable; nothing was stored, try again shortly".to_owned(),
-                    ));
+            if !records.is_empty()
+                && let Err(error) = inner.producer.send(&inner.settings.topic, records).await
+            {
+                tracing::error!(%error, "observation log write failed; nothing acknowledged");
+                let unsent: Vec<IdentifierClaim> =
+                    accepted_claims.into_iter().flat_map(|range| claims[range].iter().cloned()).collect();
+                if let Err(error) = jhe_catalog::release_identifiers(&inner.pool, &unsent).await {
+                    tracing::warn!(%error, "could not release identifier claims after a failed log write");
                 }
-                for (index, entry, _) in accepted {
+                return Err(IngestError::Unavailable(
+                    "the observation log is unavailable; nothing was stored, try again shortly".to_owned(),
+                ));
+            }
+            // the identifiers go back to their records, for the answer
+            let mut claims = claims.into_iter();
+            for (((index, mut entry), count), accepted) in prepared.into_iter().zip(claim_counts).zip(accepted) {
+                let identifiers = claims.by_ref().take(count);
+                if accepted {
+                    entry.record.identifiers = identifiers
+                        .map(|claim| jhe_schemas::Identifier { system: claim.system, value: claim.value })
+                        .collect();
                     outcomes[index] = Some(Ok(Accepted { record: entry.record, code_text: entry.code_text }));
+                } else {
+                    identifiers.for_each(drop);
                 }
             }
         }

@@ -49,6 +49,9 @@ pub enum ParquetError {
     /// One file holds one (system, code, UTC day of `effective_start`): the catalog prunes by them.
     #[error("the rows of one file span more than one {what}")]
     MixedPartition { what: &'static str },
+    /// [`encode_sorted_parquet`] got rows out of (patient_id, effective_start, id) order.
+    #[error("row {row} of the batch is out of (patient_id, effective_start, id) order")]
+    Unsorted { row: usize },
     #[error("timestamp column `{column}` holds a value outside the supported range")]
     TimestampRange { column: &'static str },
     #[error("Arrow: {0}")]
@@ -177,10 +180,51 @@ pub fn encode_parquet(batches: &[RecordBatch]) -> Result<EncodedFile, ParquetErr
     )?;
     let sorted = take_record_batch(&all, &order)?;
     drop(all);
-    let stats = file_stats(&sorted)?;
+    write_parquet(&sorted)
+}
 
-    let mut writer = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), Some(writer_properties()?))?;
-    writer.write(&sorted)?;
+/// Encodes one batch of [`observation_schema`] whose rows are already sorted by (patient_id, effective_start, id)
+/// — the processor builds its batches in that order — without the copies [`encode_parquet`] makes to concatenate
+/// and sort. The order is checked (one pass over three columns): unsorted rows are [`ParquetError::Unsorted`].
+pub fn encode_sorted_parquet(batch: &RecordBatch) -> Result<EncodedFile, ParquetError> {
+    let schema = observation_schema();
+    if batch.num_columns() != schema.fields().len() {
+        return Err(ParquetError::Schema { column: format!("#{}", batch.num_columns()) });
+    }
+    if let Some((expected, _)) =
+        schema.fields().iter().zip(batch.schema_ref().fields().iter()).find(|(expected, found)| expected != found)
+    {
+        return Err(ParquetError::Schema { column: expected.name().clone() });
+    }
+    if batch.num_rows() == 0 {
+        return Err(ParquetError::Empty);
+    }
+    let column =
+        |name: &str| batch.column_by_name(name).ok_or_else(|| ParquetError::Schema { column: name.to_owned() });
+    let patient = column(COL_PATIENT_ID)?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| ParquetError::Schema { column: COL_PATIENT_ID.to_owned() })?;
+    let start = column(COL_EFFECTIVE_START)?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| ParquetError::Schema { column: COL_EFFECTIVE_START.to_owned() })?;
+    let id = column(COL_ID)?
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| ParquetError::Schema { column: COL_ID.to_owned() })?;
+    let (patient, start, id) = (patient.values(), start.values(), id.values());
+    if let Some(row) = (1..batch.num_rows())
+        .find(|&row| (patient[row - 1], start[row - 1], id[row - 1]) > (patient[row], start[row], id[row]))
+    {
+        return Err(ParquetError::Unsorted { row });
+    }
+    let conformed = batch.clone().with_schema(schema)?;
+    write_parquet(&conformed)
+}
+
+/// Writes sorted rows of [`observation_schema`] as one Parquet file in memory, with their statistics.
+fn write_parquet(sorted: &RecordBatch) -> Result<EncodedFile, ParquetError> {
+    let stats = file_stats(sorted)?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), observation_schema(), Some(writer_properties()?))?;
+    writer.write(sorted)?;
     let bytes = writer.into_inner()?;
     Ok(EncodedFile { bytes: Bytes::from(bytes), stats })
 }
@@ -365,6 +409,26 @@ mod tests {
         assert!(matches!(row_group.column(0).compression(), Compression::ZSTD(_)));
         assert!(row_group.column(1).statistics().is_some());
         assert_eq!(row_group.sorting_columns().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn sorted_batches_encode_as_they_are_and_unsorted_ones_are_refused() {
+        let rows = [record(4, 1, 50), record(3, 2, 20), record(2, 2, 30), record(5, 2, 30), record(1, 3, 10)];
+        let sorted = encode_sorted_parquet(&batch(&rows)).unwrap();
+        // the same rows in another order, sorted by `encode_parquet`
+        let shuffled = [rows[4].clone(), rows[1].clone(), rows[0].clone(), rows[3].clone(), rows[2].clone()];
+        let reference = encode_parquet(&[batch(&shuffled[..3]), batch(&shuffled[3..])]).unwrap();
+        assert_eq!(sorted.stats, reference.stats);
+        let decoded: Vec<ObservationRecord> =
+            decode_parquet(sorted.bytes).unwrap().iter().flat_map(|batch| records_from_batch(batch).unwrap()).collect();
+        assert_eq!(decoded, rows.to_vec());
+
+        let error = encode_sorted_parquet(&batch(&[rows[1].clone(), rows[0].clone()])).unwrap_err();
+        assert!(matches!(error, ParquetError::Unsorted { row: 1 }), "{error}");
+        // same patient and start: the id decides
+        let error = encode_sorted_parquet(&batch(&[rows[3].clone(), rows[2].clone()])).unwrap_err();
+        assert!(matches!(error, ParquetError::Unsorted { row: 1 }), "{error}");
+        assert!(matches!(encode_sorted_parquet(&batch(&[])).unwrap_err(), ParquetError::Empty));
     }
 
     #[test]

@@ -2,14 +2,27 @@
 //! (one per code and UTC day), dead-letters the rejects, and publishes the files together with the offsets they
 //! cover in one Postgres transaction (style.md §3). Nothing is acknowledged to the log before that commit, so a
 //! crash at any point replays the records into a fresh flush; the published positions make the replay exact.
+//!
+//! # One flush in flight
+//!
+//! The loop keeps consuming while a flush runs: the next batch buffers (up to the flush limits, then reading
+//! pauses) and is cut when the flush in flight is done, so flushes — and with them identifier claims and publish
+//! commits — happen strictly one after another, in log order. Each batch starts where the previous one ended
+//! (`next_from`); the publish transaction checks that start against the stored position, so a batch that follows
+//! one that was fenced (another processor got there first) can never publish a gap or a repeat.
+//!
+//! Within a flush the CPU work is spread over [`ProcessorSettings::workers`] threads: records are checked in
+//! chunks, and each file (code, day) is sorted and encoded on its own thread. Identifier claims (a database round
+//! trip) run while the files are encoded; the rare batch with a duplicate identifier is encoded again without it.
 
 use crate::parquet_file;
 use crate::store::observation_object_path;
-use crate::transform::{Reject, transform};
-use arrow::record_batch::RecordBatch;
+use crate::transform::{Checked, Checker, Reject};
 use chrono::{NaiveDate, Utc};
-use jhe_catalog::{ControlPlaneCache, IdentifierClaim, NewParquetFile, PartitionDelta, PublishError};
-use jhe_eventlog::message::dead_letter;
+use jhe_catalog::{
+    ControlPlaneCache, IdentifierClaim, IdentifierClaimRef, NewParquetFile, PartitionDelta, PublishError,
+};
+use jhe_eventlog::message::{GATEWAY_ID_BASE, dead_letter};
 use jhe_eventlog::{
     Consumed, Consumer, ConsumerEvent, ConsumerSettings, EventLog, LogError, Offset, Partition, PositionStore,
     Producer, Record,
@@ -20,15 +33,19 @@ use jhe_schemas::table::ObservationBatchBuilder;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-/// Processor settings; the defaults keep data queryable within about a second of its acknowledgement.
+/// Processor settings; the defaults keep data queryable within about a second of its acknowledgement and the
+/// processor's memory around a few hundred MB at full rate.
 #[derive(Debug, Clone)]
 pub struct ProcessorSettings {
     pub topic: String,
@@ -42,8 +59,17 @@ pub struct ProcessorSettings {
     pub flush_interval: Duration,
     /// Files uploaded at the same time.
     pub upload_concurrency: usize,
+    /// Threads that check records and encode files during a flush (default: the available cores).
+    pub workers: usize,
     pub consumer: ConsumerSettings,
 }
+
+/// Default of [`ProcessorSettings::flush_max_records`]: large enough that a flush's fixed costs (a few queries and
+/// one file per code and day) are spread thin, small enough that two batches (one flushing, one buffering) stay
+/// well under 512 MB at full rate.
+pub const DEFAULT_FLUSH_MAX_RECORDS: usize = 50_000;
+/// Default of [`ProcessorSettings::flush_max_bytes`].
+pub const DEFAULT_FLUSH_MAX_BYTES: usize = 48 * 1024 * 1024;
 
 impl Default for ProcessorSettings {
     fn default() -> Self {
@@ -51,10 +77,11 @@ impl Default for ProcessorSettings {
             topic: "jhe.observations".to_owned(),
             dead_letter_topic: "jhe.observations.dlq".to_owned(),
             group: "jhe-processor".to_owned(),
-            flush_max_records: 500_000,
-            flush_max_bytes: 64 * 1024 * 1024,
+            flush_max_records: DEFAULT_FLUSH_MAX_RECORDS,
+            flush_max_bytes: DEFAULT_FLUSH_MAX_BYTES,
             flush_interval: Duration::from_secs(1),
             upload_concurrency: 4,
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
             consumer: ConsumerSettings::default(),
         }
     }
@@ -98,7 +125,7 @@ impl PositionStore for CatalogPositions {
     }
 }
 
-/// Records buffered since the last flush.
+/// Records buffered since the last cut.
 #[derive(Debug, Default)]
 struct Buffer {
     records: Vec<Consumed>,
@@ -120,6 +147,80 @@ impl Buffer {
             self.first_at = None;
         }
     }
+
+    /// At a flush limit: no more records are read until a flush takes some.
+    fn is_full(&self, settings: &ProcessorSettings) -> bool {
+        self.records.len() >= settings.flush_max_records || self.bytes >= settings.flush_max_bytes
+    }
+
+    fn is_due(&self, settings: &ProcessorSettings) -> bool {
+        self.is_full(settings) || self.first_at.is_some_and(|first| first.elapsed() >= settings.flush_interval)
+    }
+
+    /// Takes the oldest records, at most the flush limits (at least one record). A consumer batch may push the
+    /// buffer past the limits; the rest waits for the next flush (and is due at once: it keeps `first_at`).
+    fn cut(&mut self, settings: &ProcessorSettings) -> Vec<Consumed> {
+        let (mut count, mut bytes) = (0, 0);
+        for record in &self.records {
+            if count > 0
+                && (count >= settings.flush_max_records || bytes + record.value.len() > settings.flush_max_bytes)
+            {
+                break;
+            }
+            count += 1;
+            bytes += record.value.len();
+        }
+        let rest = self.records.split_off(count);
+        let taken = std::mem::replace(&mut self.records, rest);
+        self.bytes -= bytes;
+        if self.records.is_empty() {
+            self.first_at = None;
+        }
+        taken
+    }
+}
+
+/// Records cut from the buffer, with the position range each partition moves by when they are published.
+#[derive(Debug)]
+struct Batch {
+    records: Arc<Vec<Consumed>>,
+    deltas: Vec<PartitionDelta>,
+}
+
+impl Batch {
+    /// The batch of `records`: each partition moves from `next_from` (where the previous batch ended) to just past
+    /// its last record, and `next_from` moves with it.
+    fn cut(records: Vec<Consumed>, next_from: &mut BTreeMap<Partition, Offset>) -> Self {
+        let mut deltas: BTreeMap<Partition, PartitionDelta> = BTreeMap::new();
+        for record in &records {
+            let from = next_from.get(&record.partition).copied().unwrap_or(record.offset);
+            let delta = deltas.entry(record.partition).or_insert(PartitionDelta {
+                partition: record.partition,
+                from,
+                to: from,
+            });
+            delta.to = delta.to.max(record.offset + 1);
+        }
+        for delta in deltas.values() {
+            next_from.insert(delta.partition, delta.to);
+        }
+        Self { records: Arc::new(records), deltas: deltas.into_values().collect() }
+    }
+}
+
+/// How a flush (with its retries) ended.
+#[derive(Debug)]
+enum Flushed {
+    /// Published; the new positions.
+    Published(Vec<(Partition, Offset)>),
+    /// A position moved under us (another processor published first): the batch was dropped.
+    Fenced {
+        partition: Partition,
+        stored: Offset,
+    },
+    /// Shutdown while retrying; nothing was published.
+    Abandoned,
+    Fatal(ProcessorError),
 }
 
 impl Processor {
@@ -133,122 +234,154 @@ impl Processor {
         let mut consumer =
             self.log.consumer(&self.settings.topic, &self.settings.group, positions, self.settings.consumer.clone())?;
         let lag = tokio::spawn(report_lag(self.clone(), shutdown.child_token()));
-        let result = self.consume(&mut consumer, &producer, &shutdown).await;
+        let result = Arc::new(self).consume(&mut consumer, &producer, &shutdown).await;
         lag.abort();
         result
     }
 
     async fn consume(
-        &self,
+        self: &Arc<Self>,
         consumer: &mut Consumer,
         producer: &Producer,
         shutdown: &CancellationToken,
     ) -> Result<(), ProcessorError> {
-        // partition → next offset the published positions say we are at (the `from` of the next delta)
-        let mut assigned: BTreeMap<Partition, Offset> = BTreeMap::new();
+        let settings = &self.settings;
+        // partition → the offset the next batch starts from: the assigned position, then the end of the last batch
+        // handed to a flush
+        let mut next_from: BTreeMap<Partition, Offset> = BTreeMap::new();
         let mut buffer = Buffer::default();
+        let mut in_flight: Option<JoinHandle<Flushed>> = None;
         loop {
-            let deadline = buffer.first_at.map(|first| first + self.settings.flush_interval);
-            let event = tokio::select! {
-                () = shutdown.cancelled() => {
-                    self.flush_with_retries(&mut buffer, &mut assigned, consumer, producer, shutdown).await?;
-                    tracing::info!("processor stopped");
-                    return Ok(());
-                }
-                () = sleep_until(deadline) => None,
-                event = consumer.next() => Some(event),
+            // A batch is cut when it is due and no flush is in flight; meanwhile reading stops at the limits.
+            if in_flight.is_none() && buffer.is_due(settings) {
+                let batch = Batch::cut(buffer.cut(settings), &mut next_from);
+                in_flight =
+                    Some(tokio::spawn(Arc::clone(self).flush_with_retries(batch, producer.clone(), shutdown.clone())));
+            }
+            let deadline = match in_flight {
+                None => buffer.first_at.map(|first| first + settings.flush_interval),
+                Some(_) => None,
             };
-            match event {
-                None => {}
-                Some(None) => return Err(LogError::Closed("the consumer stopped".into()).into()),
-                Some(Some(Err(error))) => return Err(error.into()),
-                Some(Some(Ok(ConsumerEvent::Assigned(partitions)))) => {
-                    tracing::info!(?partitions, "partitions assigned");
-                    for (partition, next) in partitions {
-                        assigned.insert(partition, next);
-                    }
+            let readable = !buffer.is_full(settings);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    return self.shut_down(in_flight, buffer, next_from, consumer, producer, shutdown).await;
                 }
-                Some(Some(Ok(ConsumerEvent::Revoked(partitions)))) => {
-                    tracing::info!(?partitions, "partitions revoked; their buffered records are dropped");
-                    buffer.drop_partitions(&partitions);
-                    for partition in partitions {
-                        assigned.remove(&partition);
-                    }
-                }
-                Some(Some(Ok(ConsumerEvent::Records(records)))) => {
-                    for record in records {
-                        // Records of a partition we no longer hold, or from before its position, are stale.
-                        match assigned.get(&record.partition) {
-                            Some(next) if record.offset >= *next => buffer.push(record),
-                            _ => continue,
+                joined = join_flush(&mut in_flight) => {
+                    in_flight = None;
+                    match flush_outcome(joined) {
+                        Flushed::Published(positions) => consumer.processed(&positions),
+                        Flushed::Fenced { partition, stored } => {
+                            self.reseek(partition, stored, &mut next_from, consumer).await?;
+                            // every buffered record lies past positions that are no longer ours to assume
+                            buffer = Buffer::default();
                         }
-                        // A flush never holds more than its limit, even when the log hands over more at once.
-                        if buffer.records.len() >= self.settings.flush_max_records {
-                            let flushed = self
-                                .flush_with_retries(&mut buffer, &mut assigned, consumer, producer, shutdown)
-                                .await?;
-                            if flushed == Flushed::Reseeked {
-                                // The consumer starts again at the published positions; the rest of this batch
-                                // would leave gaps or repeat records.
-                                break;
+                        // only on shutdown, which the next turn of the loop handles
+                        Flushed::Abandoned => {}
+                        Flushed::Fatal(error) => return Err(error),
+                    }
+                }
+                () = sleep_until(deadline) => {}
+                event = consumer.next(), if readable => match event {
+                    None => return Err(LogError::Closed("the consumer stopped".into()).into()),
+                    Some(Err(error)) => return Err(error.into()),
+                    Some(Ok(ConsumerEvent::Assigned(partitions))) => {
+                        tracing::info!(?partitions, "partitions assigned");
+                        for (partition, next) in partitions {
+                            next_from.insert(partition, next);
+                        }
+                    }
+                    Some(Ok(ConsumerEvent::Revoked(partitions))) => {
+                        // A flush in flight may still publish them: the position check decides, as for any writer.
+                        tracing::info!(?partitions, "partitions revoked; their buffered records are dropped");
+                        buffer.drop_partitions(&partitions);
+                        for partition in partitions {
+                            next_from.remove(&partition);
+                        }
+                    }
+                    Some(Ok(ConsumerEvent::Records(records))) => {
+                        for record in records {
+                            // Records of a partition we no longer hold, or from before its position, are stale.
+                            if next_from.get(&record.partition).is_some_and(|next| record.offset >= *next) {
+                                buffer.push(record);
                             }
                         }
                     }
-                }
-            }
-            let due = buffer.first_at.is_some_and(|first| first.elapsed() >= self.settings.flush_interval);
-            if due
-                || buffer.records.len() >= self.settings.flush_max_records
-                || buffer.bytes >= self.settings.flush_max_bytes
-            {
-                self.flush_with_retries(&mut buffer, &mut assigned, consumer, producer, shutdown).await?;
+                },
             }
         }
     }
 
-    /// Flushes, retrying transient failures (object store, database, log) with backoff; positions do not move
-    /// until a flush commits, so retrying is always safe.
-    async fn flush_with_retries(
-        &self,
-        buffer: &mut Buffer,
-        assigned: &mut BTreeMap<Partition, Offset>,
+    /// Shutdown: waits for the flush in flight, then flushes what is buffered (unless a flush was fenced or
+    /// abandoned: then the records are replayed by whoever processes the partitions next).
+    async fn shut_down(
+        self: &Arc<Self>,
+        in_flight: Option<JoinHandle<Flushed>>,
+        mut buffer: Buffer,
+        mut next_from: BTreeMap<Partition, Offset>,
         consumer: &Consumer,
         producer: &Producer,
         shutdown: &CancellationToken,
-    ) -> Result<Flushed, ProcessorError> {
-        if buffer.records.is_empty() {
-            return Ok(Flushed::Published);
+    ) -> Result<(), ProcessorError> {
+        if let Some(handle) = in_flight {
+            match flush_outcome(handle.await) {
+                Flushed::Published(positions) => consumer.processed(&positions),
+                Flushed::Fenced { .. } | Flushed::Abandoned => buffer = Buffer::default(),
+                Flushed::Fatal(error) => return Err(error),
+            }
         }
-        let records = std::mem::take(&mut buffer.records);
-        *buffer = Buffer::default();
+        while !buffer.records.is_empty() {
+            let batch = Batch::cut(buffer.cut(&self.settings), &mut next_from);
+            match Arc::clone(self).flush_with_retries(batch, producer.clone(), shutdown.clone()).await {
+                Flushed::Published(positions) => consumer.processed(&positions),
+                Flushed::Fenced { .. } | Flushed::Abandoned => break,
+                Flushed::Fatal(error) => return Err(error),
+            }
+        }
+        tracing::info!("processor stopped");
+        Ok(())
+    }
+
+    /// After a fenced batch: every assigned partition restarts at its published position.
+    async fn reseek(
+        &self,
+        partition: Partition,
+        stored: Offset,
+        next_from: &mut BTreeMap<Partition, Offset>,
+        consumer: &Consumer,
+    ) -> Result<(), ProcessorError> {
+        // Another processor published this range (a rebalance we saw late): restart at the stored positions.
+        tracing::warn!(partition, stored, "position moved under us; seeking to the published positions");
+        metrics::counter!("jhe_processor_fenced_batches_total").increment(1);
+        let partitions: Vec<Partition> = next_from.keys().copied().collect();
+        let stored_positions = jhe_catalog::positions(&self.pool, &self.settings.topic, &partitions).await?;
+        for (partition, stored) in partitions.iter().zip(stored_positions) {
+            let next = stored.unwrap_or(0);
+            next_from.insert(*partition, next);
+            consumer.seek(*partition, next)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes `batch`, retrying transient failures (object store, database, log) with backoff; positions do not
+    /// move until a flush commits, so retrying is always safe.
+    async fn flush_with_retries(
+        self: Arc<Self>,
+        batch: Batch,
+        producer: Producer,
+        shutdown: CancellationToken,
+    ) -> Flushed {
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let span = tracing::info_span!("flush", records = records.len(), attempt);
-            match self.flush(&records, assigned, producer).instrument(span).await {
-                Ok(positions) => {
-                    for (partition, next) in &positions {
-                        assigned.insert(*partition, *next);
-                    }
-                    consumer.processed(&positions);
-                    return Ok(Flushed::Published);
-                }
-                Err(FlushError::Fenced { partition, stored }) => {
-                    // Another processor published this range (a rebalance we saw late): restart the partition at
-                    // the stored position and drop our copy of the batch.
-                    tracing::warn!(partition, stored, "position moved under us; seeking to the published position");
-                    metrics::counter!("jhe_processor_fenced_batches_total").increment(1);
-                    let partitions: Vec<Partition> = assigned.keys().copied().collect();
-                    let stored_positions =
-                        jhe_catalog::positions(&self.pool, &self.settings.topic, &partitions).await?;
-                    for (partition, stored) in partitions.iter().zip(stored_positions) {
-                        let next = stored.unwrap_or(0);
-                        assigned.insert(*partition, next);
-                        consumer.seek(*partition, next)?;
-                    }
-                    return Ok(Flushed::Reseeked);
-                }
+            let span = tracing::info_span!("flush", records = batch.records.len(), attempt);
+            let flushed = self.flush(&batch, &producer).instrument(span).await;
+            release_free_memory();
+            match flushed {
+                Ok(positions) => return Flushed::Published(positions),
+                Err(FlushError::Fenced { partition, stored }) => return Flushed::Fenced { partition, stored },
                 Err(FlushError::Transient(reason)) => {
                     metrics::counter!("jhe_processor_flush_retries_total").increment(1);
                     tracing::warn!(%reason, attempt, retry_in = ?backoff, "flush failed; retrying (positions unchanged)");
@@ -256,140 +389,137 @@ impl Processor {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.cancelled() => {
                             tracing::warn!("shutdown during flush retries; the batch will be replayed on restart");
-                            return Ok(Flushed::Abandoned);
+                            return Flushed::Abandoned;
                         }
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
-                Err(FlushError::Fatal(error)) => return Err(error),
+                Err(FlushError::Fatal(error)) => return Flushed::Fatal(error),
             }
         }
     }
 
     /// One attempt: transform, dedupe, write files, dead-letter, publish. Returns the new positions.
-    async fn flush(
-        &self,
-        records: &[Consumed],
-        assigned: &BTreeMap<Partition, Offset>,
-        producer: &Producer,
-    ) -> Result<Vec<(Partition, Offset)>, FlushError> {
+    async fn flush(&self, batch: &Batch, producer: &Producer) -> Result<Vec<(Partition, Offset)>, FlushError> {
         let started = Instant::now();
-        // The delta: from the published position to just past the last record, per partition.
-        let mut deltas: BTreeMap<Partition, PartitionDelta> = BTreeMap::new();
-        for record in records {
-            let from = assigned.get(&record.partition).copied().unwrap_or(record.offset);
-            let delta = deltas.entry(record.partition).or_insert(PartitionDelta {
-                partition: record.partition,
-                from,
-                to: from,
-            });
-            delta.to = delta.to.max(record.offset + 1);
-        }
+        let records = &batch.records;
 
-        // Transform on a blocking thread.
-        let snapshot = self.cache.snapshot();
-        let validators = self.validators.clone();
-        let batch: Arc<Vec<Consumed>> = Arc::new(records.to_vec());
-        let batch_for_work = Arc::clone(&batch);
-        let outcomes = tokio::task::spawn_blocking(move || {
-            let now = Utc::now().timestamp_micros();
-            batch_for_work.iter().map(|r| transform(r, &snapshot, &validators, now)).collect::<Vec<_>>()
-        })
-        .await
-        .map_err(|error| FlushError::Fatal(ProcessorError::Build(format!("transform worker: {error}"))))?;
+        // Check every record against the control plane as it is now, on the worker threads.
+        let outcomes = {
+            let snapshot = self.cache.snapshot();
+            let validators = self.validators.clone();
+            let records = Arc::clone(records);
+            let workers = self.settings.workers;
+            tokio::task::spawn_blocking(move || {
+                let now = Utc::now().timestamp_micros();
+                let chunks: Vec<&[Consumed]> = records.chunks(TRANSFORM_CHUNK).collect();
+                let checked = parallel_map(&chunks, workers, |chunk| {
+                    let mut checker = Checker::new(&snapshot, &validators, now);
+                    chunk.iter().map(|record| checker.check(record)).collect::<Vec<_>>()
+                });
+                checked.into_iter().flatten().collect::<Vec<Result<Checked, Reject>>>()
+            })
+            .await
+            .map_err(|error| FlushError::Fatal(ProcessorError::Build(format!("transform worker: {error}"))))?
+        };
+        let transformed_at = started.elapsed();
 
-        // Dedupe by identifier: keep a record only if its id owns every identifier it carries.
-        let mut kept: Vec<ObservationRecord> = Vec::with_capacity(outcomes.len());
+        let mut kept = Kept::with_capacity(outcomes.len());
         let mut rejects: Vec<(usize, Reject)> = Vec::new();
-        let mut claims = Vec::new();
-        let mut claim_owner = Vec::new();
         for (index, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
-                Ok(record) => {
-                    for identifier in &record.identifiers {
-                        claims.push(IdentifierClaim {
-                            system: identifier.system.clone(),
-                            value: identifier.value.clone(),
-                            observation_id: record.id,
-                        });
-                        claim_owner.push(kept.len());
-                    }
-                    kept.push(record);
+                Ok(Checked { record, omh }) => {
+                    kept.records.push(record);
+                    kept.omh.push(omh);
+                    kept.index.push(index);
                 }
                 Err(reject) => rejects.push((index, reject)),
             }
         }
-        let owned = jhe_catalog::reserve_identifiers(&self.pool, &claims).await.map_err(transient)?;
-        let mut duplicate: HashMap<usize, String> = HashMap::new();
-        for ((claim, owner), owned) in claims.iter().zip(&claim_owner).zip(&owned) {
-            if !owned {
-                duplicate.entry(*owner).or_insert_with(|| {
+        let kept = Arc::new(kept);
+
+        // Claim identifiers while the files are encoded: a record keeps its data only if its id owns every
+        // identifier it carries. The claims are made in log order, batch after batch (one flush in flight).
+        let (refused, files) = {
+            let mut claims: Vec<IdentifierClaimRef<'_>> = Vec::new();
+            let mut claim_owner: Vec<usize> = Vec::new();
+            for (position, record) in kept.records.iter().enumerate() {
+                for identifier in &record.identifiers {
+                    claims.push(IdentifierClaimRef {
+                        system: &identifier.system,
+                        value: &identifier.value,
+                        observation_id: record.id,
+                    });
+                    claim_owner.push(position);
+                }
+            }
+            let claiming = jhe_catalog::claim_identifiers(&self.pool, &claims, GATEWAY_ID_BASE);
+            let building = self.build_files(Arc::clone(records), Arc::clone(&kept), None);
+            let (refused, files) = tokio::join!(claiming, building);
+            let refused = refused.map_err(transient)?;
+            // kept position → the first identifier it may not have
+            let mut duplicate: BTreeMap<usize, String> = BTreeMap::new();
+            for claim_position in refused {
+                let claim = &claims[claim_position];
+                duplicate.entry(claim_owner[claim_position]).or_insert_with(|| {
                     format!("identifier {}|{} belongs to another observation", claim.system, claim.value)
                 });
             }
-        }
-        // Map kept records back to their input index for dead-letter headers.
-        let kept_index: Vec<usize> = {
-            let mut rejected = rejects.iter().map(|(i, _)| *i).peekable();
-            let mut indices = Vec::with_capacity(kept.len());
-            for index in 0..batch.len() {
-                if rejected.peek() == Some(&index) {
-                    rejected.next();
-                } else {
-                    indices.push(index);
-                }
-            }
-            indices
+            (duplicate, files)
         };
-        let mut stored: Vec<ObservationRecord> = Vec::with_capacity(kept.len());
-        for (position, record) in kept.into_iter().enumerate() {
-            match duplicate.remove(&position) {
-                Some(reason) => rejects.push((
-                    kept_index[position],
-                    Reject { code: dead_letter::REASON_DUPLICATE_IDENTIFIER, reason, observation_id: Some(record.id) },
-                )),
-                None => stored.push(record),
-            }
+        let claimed_at = started.elapsed();
+        let files = if refused.is_empty() {
+            files?
+        } else {
+            // Rare: the files hold a record that must not be stored. Encode them again without it.
+            drop(files);
+            let stored: Vec<usize> =
+                (0..kept.records.len()).filter(|position| !refused.contains_key(position)).collect();
+            self.build_files(Arc::clone(records), Arc::clone(&kept), Some(stored)).await?
+        };
+        for (position, reason) in &refused {
+            let record = &kept.records[*position];
+            rejects.push((
+                kept.index[*position],
+                Reject {
+                    code: dead_letter::REASON_DUPLICATE_IDENTIFIER,
+                    reason: reason.clone(),
+                    observation_id: Some(record.id),
+                },
+            ));
         }
         rejects.sort_by_key(|(index, _)| *index);
+        let built_at = started.elapsed();
 
-        let stored_last_updated: Vec<i64> = stored.iter().map(|r| r.last_updated_micros).collect();
-        // Files: one per (code, UTC day), built and encoded on a blocking thread.
-        let files = {
-            let prefix = self.prefix.clone();
-            tokio::task::spawn_blocking(move || build_files(stored, &prefix))
-                .await
-                .map_err(|error| FlushError::Fatal(ProcessorError::Build(format!("file worker: {error}"))))?
-                .map_err(|error| FlushError::Fatal(ProcessorError::Build(error)))?
-        };
+        // Stage, then upload the files and produce the dead letters (both must be durable before the positions move
+        // past them).
         let new_files: Vec<NewParquetFile> = files.iter().map(|f| f.catalog.clone()).collect();
         jhe_catalog::stage_files(&self.pool, &new_files).await.map_err(transient)?;
-        self.upload_all(&files).await?;
-
-        // Dead letters must be durable before the positions move past them.
-        if !rejects.is_empty() {
-            let dead: Vec<Record> =
-                rejects.iter().map(|(index, reject)| self.dead_letter(&batch[*index], reject)).collect();
-            producer.send(&self.settings.dead_letter_topic, dead).await.map_err(|e| transient(e.to_string()))?;
-            for (_, reject) in &rejects {
-                metrics::counter!("jhe_processor_rejects_total", "reason" => reject.code).increment(1);
+        let dead_letters = async {
+            if rejects.is_empty() {
+                return Ok(());
             }
-        }
+            let dead: Vec<Record> =
+                rejects.iter().map(|(index, reject)| self.dead_letter(&records[*index], reject)).collect();
+            producer.send(&self.settings.dead_letter_topic, dead).await.map_err(|e| transient(e.to_string()))
+        };
+        tokio::try_join!(self.upload_all(&files), dead_letters)?;
+        drop(files);
+        let uploaded_at = started.elapsed();
 
-        let deltas: Vec<PartitionDelta> = deltas.into_values().collect();
         let file_ids: Vec<Uuid> = new_files.iter().map(|f| f.id).collect();
         let commit_started = Instant::now();
-        match jhe_catalog::publish(&self.pool, &self.settings.topic, &deltas, &file_ids).await {
+        match jhe_catalog::publish(&self.pool, &self.settings.topic, &batch.deltas, &file_ids).await {
             Ok(()) => {}
             Err(PublishError::PositionMismatch { partition, stored, .. }) => {
                 return Err(FlushError::Fenced { partition, stored });
             }
             Err(PublishError::CommitOutcomeUnknown { .. }) => {
                 // Re-read the positions: if they moved to our `to`, the commit happened.
-                let partitions: Vec<Partition> = deltas.iter().map(|d| d.partition).collect();
+                let partitions: Vec<Partition> = batch.deltas.iter().map(|d| d.partition).collect();
                 let now =
                     jhe_catalog::positions(&self.pool, &self.settings.topic, &partitions).await.map_err(transient)?;
-                let committed = deltas.iter().zip(now).all(|(delta, stored)| stored == Some(delta.to));
+                let committed = batch.deltas.iter().zip(now).all(|(delta, stored)| stored == Some(delta.to));
                 if !committed {
                     return Err(FlushError::Transient(
                         "the publish commit outcome was unknown and it did not happen".into(),
@@ -398,14 +528,39 @@ impl Processor {
             }
             Err(other) => return Err(FlushError::Transient(other.to_string())),
         }
-        metrics::histogram!("jhe_processor_commit_seconds").record(commit_started.elapsed().as_secs_f64());
+        let commit_seconds = commit_started.elapsed().as_secs_f64();
+        metrics::histogram!("jhe_processor_commit_seconds").record(commit_seconds);
 
-        // Released claims of rejected records (best effort): an identifier of data that was never stored must not
-        // block a corrected re-upload.
+        // Freshness: from the upload's acknowledgement (its lastUpdated) to this commit, per observation (records
+        // of one upload share their lastUpdated: each run of equal values is recorded at once).
+        let now = Utc::now().timestamp_micros();
+        let freshness = metrics::histogram!("jhe_processor_freshness_seconds");
+        let mut run: Option<(i64, usize)> = None;
+        let stored_updates = kept
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(position, _)| !refused.contains_key(position))
+            .map(|(_, record)| record.last_updated_micros);
+        for last_updated in stored_updates.map(Some).chain([None]) {
+            match (run, last_updated) {
+                (Some((value, count)), Some(next)) if value == next => run = Some((value, count + 1)),
+                (previous, next) => {
+                    if let Some((value, count)) = previous {
+                        freshness.record_many((now - value).max(0) as f64 / 1e6, count);
+                    }
+                    run = next.map(|value| (value, 1));
+                }
+            }
+        }
+        drop(kept);
+
+        // Release the claims of rejected records (best effort): an identifier of data that was never stored must
+        // not block a corrected re-upload.
         let release: Vec<IdentifierClaim> = rejects
             .iter()
             .filter_map(|(index, reject)| reject.observation_id.map(|id| (*index, id)))
-            .flat_map(|(index, id)| released_claims(&batch[index], id))
+            .flat_map(|(index, id)| released_claims(&records[index], id))
             .collect();
         if !release.is_empty()
             && let Err(error) = jhe_catalog::release_identifiers(&self.pool, &release).await
@@ -416,26 +571,45 @@ impl Processor {
         let rows: i64 = new_files.iter().map(|f| f.row_count).sum();
         metrics::counter!("jhe_processor_records_total", "outcome" => "stored").increment(rows as u64);
         metrics::counter!("jhe_processor_records_total", "outcome" => "dead_lettered").increment(rejects.len() as u64);
+        for (_, reject) in &rejects {
+            metrics::counter!("jhe_processor_rejects_total", "reason" => reject.code).increment(1);
+        }
         metrics::counter!("jhe_processor_files_total").increment(new_files.len() as u64);
         for file in &new_files {
             metrics::histogram!("jhe_processor_file_bytes").record(file.size_bytes as f64);
         }
-        // Freshness: from the upload's acknowledgement (its lastUpdated) to this commit, per observation.
-        let now = Utc::now().timestamp_micros();
-        let freshness = metrics::histogram!("jhe_processor_freshness_seconds");
-        for last_updated in stored_last_updated {
-            freshness.record((now - last_updated).max(0) as f64 / 1e6);
-        }
         metrics::histogram!("jhe_processor_flush_seconds").record(started.elapsed().as_secs_f64());
+        let ms = |elapsed: Duration| elapsed.as_millis() as u64;
         tracing::info!(
-            records = batch.len(),
+            records = records.len(),
             stored = rows,
             dead_lettered = rejects.len(),
             files = new_files.len(),
-            took_ms = started.elapsed().as_millis() as u64,
+            transform_ms = ms(transformed_at),
+            claims_ms = ms(claimed_at),
+            build_ms = ms(built_at),
+            upload_ms = ms(uploaded_at),
+            commit_ms = (commit_seconds * 1000.0) as u64,
+            took_ms = ms(started.elapsed()),
             "flush published"
         );
-        Ok(deltas.iter().map(|d| (d.partition, d.to)).collect())
+        Ok(batch.deltas.iter().map(|d| (d.partition, d.to)).collect())
+    }
+
+    /// Files of the `kept` records (only those at `only`, if given): one per (code, UTC day), sorted and encoded on
+    /// the worker threads. Data points are copied straight from the consumed `records`.
+    async fn build_files(
+        &self,
+        records: Arc<Vec<Consumed>>,
+        kept: Arc<Kept>,
+        only: Option<Vec<usize>>,
+    ) -> Result<Vec<BuiltFile>, FlushError> {
+        let prefix = self.prefix.clone();
+        let workers = self.settings.workers;
+        tokio::task::spawn_blocking(move || build_files(&records, &kept, only, &prefix, workers))
+            .await
+            .map_err(|error| FlushError::Fatal(ProcessorError::Build(format!("file worker: {error}"))))?
+            .map_err(|error| FlushError::Fatal(ProcessorError::Build(error)))
     }
 
     async fn upload_all(&self, files: &[BuiltFile]) -> Result<(), FlushError> {
@@ -472,6 +646,72 @@ impl Processor {
     }
 }
 
+/// Records checked per task on the worker threads (small enough to balance, large enough to be cheap to hand out).
+const TRANSFORM_CHUNK: usize = 1024;
+
+/// Hands the memory a flush freed back to the operating system. glibc keeps freed memory in its arenas for reuse,
+/// and the flush's many small allocations (records, strings) leave it fragmented, so without this the resident size
+/// creeps up to two or three times what is in use. `malloc_trim` returns every free page (a few milliseconds).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    malloc_trim(0);
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe extern "C" {
+    /// glibc: releases free memory at the top of the heap and whole free pages inside every arena. It takes no
+    /// pointers and has no preconditions.
+    safe fn malloc_trim(pad: usize) -> std::ffi::c_int;
+}
+
+/// The flush in flight's result, or never (no flush in flight).
+async fn join_flush(in_flight: &mut Option<JoinHandle<Flushed>>) -> Result<Flushed, tokio::task::JoinError> {
+    match in_flight.as_mut() {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
+    }
+}
+
+fn flush_outcome(joined: Result<Flushed, tokio::task::JoinError>) -> Flushed {
+    joined.unwrap_or_else(|error| Flushed::Fatal(ProcessorError::Build(format!("flush task: {error}"))))
+}
+
+/// Runs `work` on every item on up to `threads` threads (this one included) and returns the results in the order
+/// of `items`. Items are handed out one at a time, so uneven items still spread evenly.
+fn parallel_map<T: Sync, R: Send>(items: &[T], threads: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(index) else { return done };
+            done.push((index, work(item)));
+        }
+    };
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
+        let mut place = |done: Vec<(usize, R)>| {
+            for (index, result) in done {
+                results[index] = Some(result);
+            }
+        };
+        place(run());
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => place(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    // every index below `items.len()` was taken by exactly one thread
+    results.into_iter().flatten().collect()
+}
+
 /// The claims a dead-lettered record may hold (only rows owned by its id are deleted).
 fn released_claims(consumed: &Consumed, observation_id: i64) -> Vec<IdentifierClaim> {
     match jhe_eventlog::message::ObservationMessage::decode(&consumed.value) {
@@ -482,16 +722,6 @@ fn released_claims(consumed: &Consumed, observation_id: i64) -> Vec<IdentifierCl
             .collect(),
         Err(_) => Vec::new(),
     }
-}
-
-/// How a flush ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flushed {
-    Published,
-    /// Positions moved under us; the consumer was sent back to the published positions.
-    Reseeked,
-    /// Shutdown while retrying; nothing was published.
-    Abandoned,
 }
 
 #[derive(Debug)]
@@ -519,30 +749,114 @@ struct BuiltFile {
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// Groups records by (code, UTC day of effective start) and encodes each group as one sorted Parquet file.
-fn build_files(records: Vec<ObservationRecord>, prefix: &ObjectPath) -> Result<Vec<BuiltFile>, String> {
-    let mut groups: BTreeMap<(String, String, i64), Vec<ObservationRecord>> = BTreeMap::new();
-    for record in records {
-        let day = record.effective.start_micros.div_euclid(MICROS_PER_DAY);
-        groups.entry((record.coding_system.clone(), record.coding_code.clone(), day)).or_default().push(record);
-    }
-    let mut files = Vec::with_capacity(groups.len());
-    for ((coding_system, coding_code, day_number), group) in groups {
-        let day = NaiveDate::from_num_days_from_ce_opt(719_163 + day_number as i32)
-            .ok_or_else(|| format!("effective day {day_number} is out of range"))?;
-        let mut builder = ObservationBatchBuilder::with_capacity(group.len());
-        for record in &group {
-            builder.append(record).map_err(|e| e.to_string())?;
+/// The records of a batch that passed every check.
+#[derive(Debug, Default)]
+struct Kept {
+    /// Without their data points (`omh_json` is empty)…
+    records: Vec<ObservationRecord>,
+    /// …which lie at these ranges of the consumed values…
+    omh: Vec<Range<usize>>,
+    /// …of the consumed records at these positions of the batch.
+    index: Vec<usize>,
+}
+
+impl Kept {
+    fn with_capacity(records: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(records),
+            omh: Vec::with_capacity(records),
+            index: Vec::with_capacity(records),
         }
-        let batch: RecordBatch = builder.finish().map_err(|e| e.to_string())?;
-        let encoded = parquet_file::encode_parquet(&[batch]).map_err(|e| e.to_string())?;
-        let id = Uuid::now_v7();
-        let path = observation_object_path(prefix, &coding_code, day, id);
-        let catalog = encoded.catalog_entry(id, &path, 0);
-        debug_assert_eq!((catalog.coding_system.as_str(), catalog.day), (coding_system.as_str(), day));
-        files.push(BuiltFile { catalog, bytes: encoded.bytes });
     }
-    Ok(files)
+
+    /// The data point of kept record `position`. The range was taken from this very value by the checker.
+    fn omh_json<'a>(&self, records: &'a [Consumed], position: usize) -> Result<&'a str, String> {
+        records
+            .get(self.index[position])
+            .and_then(|consumed| consumed.value.get(self.omh[position].clone()))
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .ok_or_else(|| format!("the data point of observation {} is not in its record", self.records[position].id))
+    }
+}
+
+/// (coding system, coding code, UTC day number of the effective start): what one file holds.
+type GroupKey<'a> = (&'a str, &'a str, i64);
+
+/// Groups the kept records (those at `only`, if given) by (code, UTC day of effective start) and encodes each group
+/// as one Parquet file sorted by (patient, effective start, id), the groups in parallel on `workers` threads.
+fn build_files(
+    records: &[Consumed],
+    kept: &Kept,
+    only: Option<Vec<usize>>,
+    prefix: &ObjectPath,
+    workers: usize,
+) -> Result<Vec<BuiltFile>, String> {
+    // A batch holds a handful of (code, day) groups, and records come in runs of one: a scan that starts at the
+    // last group used beats hashing every record.
+    let mut groups: Vec<(GroupKey<'_>, Vec<usize>)> = Vec::new();
+    let mut last = 0;
+    let mut add = |position: usize| {
+        let record = &kept.records[position];
+        let key: GroupKey<'_> =
+            (&record.coding_system, &record.coding_code, record.effective.start_micros.div_euclid(MICROS_PER_DAY));
+        if groups.get(last).is_none_or(|(group, _)| *group != key) {
+            last = match groups.iter().position(|(group, _)| *group == key) {
+                Some(found) => found,
+                None => {
+                    groups.push((key, Vec::new()));
+                    groups.len() - 1
+                }
+            };
+        }
+        groups[last].1.push(position);
+    };
+    match only {
+        Some(positions) => positions.into_iter().for_each(&mut add),
+        None => (0..kept.records.len()).for_each(&mut add),
+    }
+    // largest first, so the big files start early and the small ones fill in
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
+    let built = parallel_map(&groups, workers, |((_, coding_code, day_number), positions)| {
+        build_file(records, kept, positions, coding_code, *day_number, prefix)
+    });
+    built.into_iter().collect()
+}
+
+/// One file: the kept records at `positions` (one code and UTC day), sorted.
+fn build_file(
+    records: &[Consumed],
+    kept: &Kept,
+    positions: &[usize],
+    coding_code: &str,
+    day_number: i64,
+    prefix: &ObjectPath,
+) -> Result<BuiltFile, String> {
+    let day = i32::try_from(day_number)
+        .ok()
+        .and_then(|days| NaiveDate::from_num_days_from_ce_opt(days.checked_add(719_163)?))
+        .ok_or_else(|| format!("effective day {day_number} is out of range"))?;
+    let mut order = positions.to_vec();
+    order.sort_unstable_by_key(|&position| {
+        let record = &kept.records[position];
+        (record.patient_id, record.effective.start_micros, record.id)
+    });
+    let rows = order
+        .iter()
+        .map(|&position| Ok((&kept.records[position], kept.omh_json(records, position)?)))
+        .collect::<Result<Vec<(&ObservationRecord, &str)>, String>>()?;
+    let mut builder = ObservationBatchBuilder::for_rows(rows.iter().copied());
+    for (record, omh_json) in rows {
+        builder.append_with_omh_json(record, omh_json).map_err(|e| e.to_string())?;
+    }
+    let batch = builder.finish().map_err(|e| e.to_string())?;
+    drop(builder);
+    let encoded = parquet_file::encode_sorted_parquet(&batch).map_err(|e| e.to_string())?;
+    drop(batch);
+    let id = Uuid::now_v7();
+    let path = observation_object_path(prefix, coding_code, day, id);
+    let catalog = encoded.catalog_entry(id, &path, 0);
+    debug_assert_eq!(catalog.day, day);
+    Ok(BuiltFile { catalog, bytes: encoded.bytes })
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -569,5 +883,64 @@ async fn report_lag(processor: Processor, shutdown: CancellationToken) {
             let lag = (high - stored.unwrap_or(0)).max(0);
             metrics::gauge!("jhe_processor_consumer_lag", "partition" => partition.to_string()).set(lag as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consumed(partition: Partition, offset: Offset, bytes: usize) -> Consumed {
+        Consumed { partition, offset, key: None, value: vec![b'x'; bytes], headers: Vec::new(), timestamp_millis: None }
+    }
+
+    fn settings(max_records: usize, max_bytes: usize) -> ProcessorSettings {
+        ProcessorSettings { flush_max_records: max_records, flush_max_bytes: max_bytes, ..ProcessorSettings::default() }
+    }
+
+    #[test]
+    fn a_cut_takes_the_oldest_records_up_to_the_limits() {
+        let settings = settings(3, 1000);
+        let mut buffer = Buffer::default();
+        for offset in 0..5 {
+            buffer.push(consumed(0, offset, 10));
+        }
+        assert!(buffer.is_full(&settings) && buffer.is_due(&settings));
+        let taken: Vec<Offset> = buffer.cut(&settings).iter().map(|r| r.offset).collect();
+        assert_eq!(taken, vec![0, 1, 2]);
+        assert_eq!((buffer.records.len(), buffer.bytes), (2, 20));
+        assert!(buffer.first_at.is_some(), "the rest is still waiting");
+
+        // by bytes: never less than one record, even one over the limit
+        let settings = super::tests::settings(100, 25);
+        let mut buffer = Buffer::default();
+        buffer.push(consumed(0, 0, 40));
+        buffer.push(consumed(0, 1, 10));
+        assert_eq!(buffer.cut(&settings).len(), 1);
+        assert_eq!(buffer.cut(&settings).len(), 1);
+        assert!(buffer.records.is_empty() && buffer.first_at.is_none() && buffer.bytes == 0);
+    }
+
+    #[test]
+    fn consecutive_batches_continue_where_the_previous_one_ended() {
+        let mut next_from: BTreeMap<Partition, Offset> = BTreeMap::from([(0, 10), (1, 0)]);
+        let first = Batch::cut(vec![consumed(0, 10, 1), consumed(1, 0, 1), consumed(0, 12, 1)], &mut next_from);
+        assert_eq!(
+            first.deltas,
+            vec![PartitionDelta { partition: 0, from: 10, to: 13 }, PartitionDelta { partition: 1, from: 0, to: 1 }]
+        );
+        let second = Batch::cut(vec![consumed(0, 13, 1)], &mut next_from);
+        assert_eq!(second.deltas, vec![PartitionDelta { partition: 0, from: 13, to: 14 }]);
+        assert_eq!(next_from, BTreeMap::from([(0, 14), (1, 1)]));
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order() {
+        let items: Vec<u64> = (0..1000).collect();
+        for threads in [0, 1, 2, 7] {
+            let squares = parallel_map(&items, threads, |x| x * x);
+            assert_eq!(squares, items.iter().map(|x| x * x).collect::<Vec<_>>());
+        }
+        assert!(parallel_map(&Vec::<u64>::new(), 4, |x| *x).is_empty());
     }
 }

@@ -1,11 +1,16 @@
 //! Decode → validate → check against the control plane: turns consumed log records into observation records or
 //! dead-letter reasons. Pure CPU work over one control-plane snapshot; runs on a blocking thread.
+//!
+//! [`Checker`] checks many records in a row: it remembers the parsed schema id of the last code (records come in
+//! runs of one code) and leaves the data point where it is, in the record's value ([`Checked::omh`]), for the
+//! file builder to copy straight from there.
 
 use jhe_catalog::ControlPlaneSnapshot;
 use jhe_eventlog::Consumed;
 use jhe_eventlog::message::{self, FORMAT_OBSERVATION_V1, HEADER_FORMAT, ObservationMessage, dead_letter};
 use jhe_schemas::omh::{SchemaId, Validators};
 use jhe_schemas::{Identifier, ObservationRecord};
+use std::ops::Range;
 
 /// Why a record goes to the dead-letter topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +31,36 @@ impl Reject {
 /// The outcome for one consumed record.
 pub type Transformed = Result<ObservationRecord, Reject>;
 
+/// A record that passed every check, with its data point left in the consumed value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// Everything but `omh_json`, which is empty.
+    pub record: ObservationRecord,
+    /// Where the OMH data point (`omh_json`) lies in the consumed record's value.
+    pub omh: Range<usize>,
+}
+
+/// Checks records one after another against one control-plane snapshot.
+#[derive(Debug)]
+pub struct Checker<'a> {
+    snapshot: &'a ControlPlaneSnapshot,
+    validators: &'a Validators,
+    now_micros: i64,
+    /// The last code and its parsed schema id (parsing allocates three strings).
+    schema: Option<(String, SchemaId)>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(snapshot: &'a ControlPlaneSnapshot, validators: &'a Validators, now_micros: i64) -> Self {
+        Self { snapshot, validators, now_micros, schema: None }
+    }
+
+    /// Checks one record as ingest would, against the control plane as it is now (consent at processing time).
+    pub fn check(&mut self, consumed: &Consumed) -> Result<Checked, Reject> {
+        check(consumed, self.snapshot, self.validators, self.now_micros, &mut self.schema)
+    }
+}
+
 /// Checks one record as ingest would, against the control plane as it is now (consent at processing time).
 pub fn transform(
     consumed: &Consumed,
@@ -33,6 +68,19 @@ pub fn transform(
     validators: &Validators,
     now_micros: i64,
 ) -> Transformed {
+    let Checked { mut record, omh } = check(consumed, snapshot, validators, now_micros, &mut None)?;
+    // `omh` lies within the value (see `check`), and the value is UTF-8 there: it was parsed as JSON text
+    record.omh_json = String::from_utf8_lossy(consumed.value.get(omh).unwrap_or_default()).into_owned();
+    Ok(record)
+}
+
+fn check(
+    consumed: &Consumed,
+    snapshot: &ControlPlaneSnapshot,
+    validators: &Validators,
+    now_micros: i64,
+    schema: &mut Option<(String, SchemaId)>,
+) -> Result<Checked, Reject> {
     if let Some(format) = consumed.header(HEADER_FORMAT)
         && format != FORMAT_OBSERVATION_V1.as_bytes()
     {
@@ -84,18 +132,34 @@ pub fn transform(
             format!("patient {} does not consent to sharing {code} with any study", message.patient),
         ));
     }
-    let schema_id: SchemaId = code
-        .parse()
-        .map_err(|error| reject(dead_letter::REASON_INVALID_OMH, format!("code: {code}: no schema ({error})")))?;
+    let schema_id: &SchemaId = match schema {
+        Some((known, schema_id)) if known == code => schema_id,
+        _ => {
+            let parsed: SchemaId = code.parse().map_err(|error| {
+                reject(dead_letter::REASON_INVALID_OMH, format!("code: {code}: no schema ({error})"))
+            })?;
+            &schema.insert((code.to_owned(), parsed)).1
+        }
+    };
     let omh_json = message.omh.get();
     let validated = validators
-        .validate_data_point_as(omh_json.as_bytes(), &schema_id)
+        .validate_data_point_as(omh_json.as_bytes(), schema_id)
         .map_err(|error| reject(dead_letter::REASON_INVALID_OMH, format!("omh: {error}")))?;
+    // The data point is a slice of the value (the message borrows it), so its place there is kept instead of a copy.
+    // Were it ever copied, the range would fall outside the value (no other allocation overlaps it) and be refused.
+    let start = (omh_json.as_ptr() as usize).wrapping_sub(consumed.value.as_ptr() as usize);
+    let omh = start..start.wrapping_add(omh_json.len());
+    if omh.start > omh.end || consumed.value.get(omh.clone()).is_none() {
+        return Err(reject(
+            dead_letter::REASON_INVALID_MESSAGE,
+            "omh: the data point is not part of the message".into(),
+        ));
+    }
     let last_updated_micros = message
         .received_at_micros
         .or(consumed.timestamp_millis.map(|millis| millis.saturating_mul(1000)))
         .unwrap_or(now_micros);
-    Ok(ObservationRecord {
+    let record = ObservationRecord {
         id,
         patient_id: message.patient,
         jhe_user_id: patient.user_id,
@@ -109,7 +173,8 @@ pub fn transform(
             .iter()
             .map(|i| Identifier { system: i.system.to_string(), value: i.value.to_string() })
             .collect(),
-        omh_json: omh_json.to_owned(),
+        omh_json: String::new(),
         values: validated.values,
-    })
+    };
+    Ok(Checked { record, omh })
 }

@@ -433,3 +433,50 @@ async fn a_stalled_broker_delays_processing_and_loses_nothing() {
     assert_eq!(published_rows(&pool).await, acknowledged, "every acknowledged observation, once");
     server.stop_pipeline().await.unwrap();
 }
+
+/// Another processor (after a rebalance this one saw late) published part of the range this one was about to
+/// publish: the batch is dropped, what was buffered behind it too, and processing resumes at the stored position —
+/// every record stored once.
+#[tokio::test]
+async fn a_batch_another_processor_published_first_is_dropped_and_processing_resumes_at_the_stored_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("jhe-fence");
+    let config = kafka_pipeline(dir.path(), &topic);
+    let db = TestDatabase::create(true).await.unwrap();
+    let server = TestServer::start_with(db).await.unwrap();
+    let pool = server.db.pool.clone();
+    let peter = patient(&server, seeded::PETER).await;
+    let carex = server.id_of("data_sources", "name", "CareX").await;
+    let log = EventLog::open(&config.log_config()).await.unwrap();
+    log.ensure_topic(&topic).await.unwrap();
+    let producer = log.producer().unwrap();
+    // one patient: one partition, in order
+    let readings = |minutes: std::ops::Range<u32>| -> Vec<Record> {
+        minutes
+            .map(|m| {
+                let id = format!("fence-{m}");
+                gateway_message(peter, carex, HEART_RATE, &omh::heart_rate(&id, m, 61.0), Some(&id))
+            })
+            .collect()
+    };
+    producer.send(&topic, readings(0..5)).await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut processor = jhe_api::pipeline::start(&config, pool.clone(), PROCESSOR_ONLY, stop.clone()).await.unwrap();
+    assert_eq!(wait_for_positions(&pool, &topic, 5, Duration::from_secs(60)).await, 5);
+    // The other processor publishes the next two records (offsets 5 and 6) before this one gets to them.
+    let moved = sqlx::query("UPDATE log_positions SET next_offset = next_offset + 2 WHERE topic = $1")
+        .bind(&topic)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(moved.rows_affected(), 1, "one partition holds the records");
+    producer.send(&topic, readings(5..10)).await.unwrap();
+
+    assert_eq!(wait_for_positions(&pool, &topic, 10, Duration::from_secs(60)).await, 10);
+    assert_eq!(published_rows(&pool).await, 8, "5 + the 3 after the other processor's range, none twice");
+    stop.cancel();
+    while let Some(joined) = processor.tasks.join_next().await {
+        joined.unwrap().unwrap();
+    }
+}

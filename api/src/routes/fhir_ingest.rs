@@ -7,7 +7,7 @@ use crate::extract::Auth;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use jhe_ingest::{IngestError, Ingestor};
@@ -49,17 +49,18 @@ fn ingest_error(error: IngestError) -> ApiError {
 async fn create_observation(State(state): State<AppState>, auth: Result<Auth, ApiError>, body: Bytes) -> Response {
     let result = async {
         let Auth(caller) = auth?;
-        let outcome = ingestor(&state)?.create(&caller, body.to_vec()).await.map_err(ingest_error)?;
+        let outcome = ingestor(&state)?.create(&caller, body).await.map_err(ingest_error)?;
         match outcome {
             Ok(accepted) => {
+                // serialized straight from the renderers' structs (no `Value` in between)
                 let record = &accepted.record;
                 let body = if caller.is_practitioner() {
-                    serde_json::to_value(render::observation(record, accepted.code_text.as_deref()))
+                    serde_json::to_vec(&render::observation(record, accepted.code_text.as_deref()))
                 } else {
-                    serde_json::to_value(render::created_observation_summary(record))
+                    serde_json::to_vec(&render::created_observation_summary(record))
                 };
                 let body = body.map_err(|_| ApiError::internal())?;
-                Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+                Ok((StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body).into_response())
             }
             Err(rejection) => Err(ApiError::new(rejection.kind(), rejection.diagnostics)),
         }
@@ -71,7 +72,7 @@ async fn create_observation(State(state): State<AppState>, auth: Result<Auth, Ap
 /// `POST /FHIR/R5/` with a batch (or transaction) Bundle: always 200 with one batch-response entry per input entry;
 /// errors outside the entries (authentication, the pre-check) use the REST format, as in the reference.
 async fn batch_upload(State(state): State<AppState>, Auth(caller): Auth, body: Bytes) -> Result<Response, ApiError> {
-    let outcomes = match ingestor(&state)?.batch(&caller, body.to_vec()).await {
+    let outcomes = match ingestor(&state)?.batch(&caller, body).await {
         Ok(outcomes) => outcomes,
         // the §6.8 pre-check answers with DRF's list body: `["resource.valueAttachment.data must be not null."]`
         Err(IngestError::BundlePrecheck(message)) => {
@@ -94,7 +95,7 @@ async fn batch_upload(State(state): State<AppState>, Auth(caller): Auth, body: B
 async fn bulk_upload(State(state): State<AppState>, auth: Result<Auth, ApiError>, body: Bytes) -> Response {
     let result = async {
         let Auth(caller) = auth?;
-        let report = ingestor(&state)?.bulk_ndjson(&caller, body.to_vec()).await.map_err(ingest_error)?;
+        let report = ingestor(&state)?.bulk_ndjson(&caller, body).await.map_err(ingest_error)?;
         Ok::<_, ApiError>((StatusCode::OK, axum::Json(report)).into_response())
     }
     .await;

@@ -6,10 +6,8 @@
 //! stored. Every entry yields exactly one result (the reference could emit two for an entry that was both the wrong
 //! type and the wrong method).
 
-use serde_json::Value;
-
-use super::json::{Definition, Element, Kind, quoted};
-use super::observation_in::observation_from_value;
+use super::json::{Definition, Element, Kind, Node, Path, Plan, quoted};
+use super::observation_in::{OBSERVATION_PLAN, observation_from_node};
 use super::{FhirError, ObservationUpload};
 
 /// Largest Bundle body accepted (about 10,000 typical OMH observations).
@@ -58,6 +56,40 @@ const REQUEST: Definition = &[
     ("ifNoneExist", Kind::Str),
 ];
 
+/// What [`parse_bundle`] reads: each entry as soon as it is parsed (its resource as
+/// [`parse_observation`](super::parse_observation) does, and its request); every other element only as far as its
+/// JSON type.
+const BUNDLE_PLAN: Plan = Plan::Fields(&[
+    ("resourceType", Plan::Tree),
+    ("type", Plan::Tree),
+    ("entry", Plan::Entries(&ENTRY_PLAN, read_entry)),
+]);
+const ENTRY_PLAN: Plan = Plan::Fields(&[("resource", OBSERVATION_PLAN), ("request", Plan::Tree)]);
+
+/// One entry as read while the Bundle is parsed: whether it passes the pre-check, and its result. Both depend on
+/// the entry alone, so reading it early answers what reading it after the whole body would; if the body is
+/// refused whole (bad JSON, a bad Bundle element, the pre-check), the results are dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ReadEntry {
+    has_data: bool,
+    result: Result<ObservationUpload, FhirError>,
+}
+
+fn read_entry(entry: &Node<'_>, index: usize) -> ReadEntry {
+    // The pre-check: every entry must carry attachment data, or nothing is stored.
+    let resource = field(entry, "resource", "resource");
+    let data =
+        resource.and_then(|r| field(r, "valueAttachment", "value_attachment")).and_then(|a| field(a, "data", "data"));
+    let has_data = data.is_some();
+    // Beyond the limit the Bundle is refused whole: the entries need not be judged.
+    if !has_data || index >= MAX_BUNDLE_ENTRIES {
+        return ReadEntry { has_data, result: Err(FhirError::invalid("Bundle.entry", "not read")) };
+    }
+    let root = Path::Root("Bundle");
+    let entries = Path::Key(&root, "entry");
+    ReadEntry { has_data, result: parse_entry(entry, Path::Index(&entries, index)) }
+}
+
 /// An uploaded Bundle: its `type` (`batch` or `transaction` in practice; not checked, like the reference) and one
 /// result per entry, in order. Entries are processed independently (no transaction semantics).
 #[derive(Debug, Clone, PartialEq)]
@@ -72,9 +104,10 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<BundleUpload, FhirError> {
     if bytes.len() > MAX_BUNDLE_BYTES {
         return Err(FhirError::TooLarge { path: PATH, size: bytes.len(), limit: MAX_BUNDLE_BYTES });
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|error| FhirError::Json { path: PATH, detail: error.to_string() })?;
-    let bundle = Element::parse(&value, PATH.to_owned(), BUNDLE)?;
+    let node = super::json::parse(bytes, BUNDLE_PLAN)
+        .map_err(|error| FhirError::Json { path: PATH, detail: error.to_string() })?;
+    let root = Path::Root(PATH);
+    let bundle = Element::parse(&node, root, BUNDLE)?;
     if let Some(resource_type) = bundle.str("resourceType")
         && resource_type != "Bundle"
     {
@@ -86,44 +119,51 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<BundleUpload, FhirError> {
     let Some(bundle_type) = bundle.str("type") else {
         return Err(FhirError::invalid(bundle.child_path("type"), "required"));
     };
-    let entries = bundle.array("entry");
+    let entries = match bundle.get("entry") {
+        Some(Node::Entries(entries)) => entries.as_slice(),
+        _ => &[],
+    };
     if entries.len() > MAX_BUNDLE_ENTRIES {
         return Err(FhirError::invalid(
             bundle.child_path("entry"),
             format!("at most {MAX_BUNDLE_ENTRIES} entries are accepted, found {}", entries.len()),
         ));
     }
-    // The pre-check: every entry must carry attachment data, or nothing is stored.
-    for (index, entry) in entries.iter().enumerate() {
-        let resource = field(entry, "resource");
-        let data = resource.and_then(|r| field(r, "valueAttachment")).and_then(|a| field(a, "data"));
-        if data.is_none() {
-            return Err(FhirError::BundleEntryWithoutData {
-                path: format!("{PATH}.entry[{index}].resource.valueAttachment.data"),
-            });
-        }
+    if let Some(index) = entries.iter().position(|entry| !entry.has_data) {
+        return Err(FhirError::BundleEntryWithoutData {
+            path: format!("{PATH}.entry[{index}].resource.valueAttachment.data"),
+        });
     }
-    Ok(BundleUpload {
-        bundle_type: bundle_type.to_owned(),
-        entries: entries.iter().enumerate().map(|(index, entry)| parse_entry(entry, index)).collect(),
+    let bundle_type = bundle_type.to_owned();
+    // The results move out of the parsed body (the checks above only borrowed it).
+    let entries = match take_entries(node) {
+        Some(entries) => entries.into_iter().map(|entry| entry.result).collect(),
+        None => Vec::new(),
+    };
+    Ok(BundleUpload { bundle_type, entries })
+}
+
+/// The entries of a Bundle [`Element::parse`] accepted: the value of its one non-null `entry` member.
+fn take_entries(node: Node<'_>) -> Option<Vec<ReadEntry>> {
+    let Node::Obj(members) = node else { return None };
+    members.into_iter().find_map(|member| match member.into_value() {
+        Node::Entries(entries) => Some(entries),
+        _ => None,
     })
 }
 
-/// A non-null member of a JSON object, by its camelCase or snake_case name.
-fn field<'a>(value: &'a Value, camel: &str) -> Option<&'a Value> {
-    let snake: String = camel
-        .chars()
-        .flat_map(|c| if c.is_ascii_uppercase() { vec!['_', c.to_ascii_lowercase()] } else { vec![c] })
-        .collect();
-    value.get(camel).or_else(|| value.get(&snake)).filter(|value| !value.is_null())
+/// A non-null member of a JSON object, by its camelCase or else its snake_case key as sent (a `null` under the
+/// camelCase key hides the other, as in the reference's lookup).
+fn field<'n>(node: &'n Node<'n>, camel: &str, snake: &str) -> Option<&'n Node<'n>> {
+    node.raw_get(camel).or_else(|| node.raw_get(snake)).filter(|node| !node.is_null())
 }
 
-fn parse_entry(entry: &Value, index: usize) -> Result<ObservationUpload, FhirError> {
-    let entry = Element::parse(entry, format!("Bundle.entry[{index}]"), ENTRY)?;
+fn parse_entry(entry: &Node<'_>, path: Path<'_>) -> Result<ObservationUpload, FhirError> {
+    let entry = Element::parse(entry, path, ENTRY)?;
     let Some(resource) = entry.get("resource") else {
         return Err(FhirError::invalid(entry.child_path("resource"), "required"));
     };
-    let resource_type = field(resource, "resourceType").and_then(Value::as_str);
+    let resource_type = field(resource, "resourceType", "resource_type").and_then(Node::as_str);
     if resource_type != Some("Observation") {
         return Err(FhirError::invalid(
             format!("{}.resource.resourceType", entry.path()),
@@ -139,5 +179,5 @@ fn parse_entry(entry: &Value, index: usize) -> Result<ObservationUpload, FhirErr
     if request.str("url").is_none() {
         return Err(FhirError::invalid(request.child_path("url"), "required"));
     }
-    observation_from_value(resource, "Observation")
+    observation_from_node(resource, "Observation")
 }

@@ -1,11 +1,22 @@
-//! A checked view of one FHIR JSON object: element names validated against the R5 definition, lookups by name, and
-//! errors that carry the element's path.
+//! Reading uploaded FHIR JSON without a `serde_json::Value` tree, and a checked view of one FHIR object.
+//!
+//! [`parse`] drives serde_json's own parser (so every syntax error, limit and message is serde_json's, exactly as
+//! when the body was read into a `Value`) and keeps only what the checks read: a [`Plan`] names the members whose
+//! content is needed; the content of every other member is parsed and dropped, keeping only its JSON type. Strings
+//! borrow from the body unless they hold escapes. Objects keep the semantics of a `Value` map: a key given twice
+//! keeps its first position and its last value.
+//!
+//! [`Element`] is an object checked against an R5 type definition: element names, JSON types, each given once.
+//! Error paths are built only when there is an error.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::FhirError;
+use super::bundle_in::ReadEntry;
 
 /// The JSON type an element must have (cardinality folded in: repeating elements are arrays).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +32,15 @@ pub(super) enum Kind {
 }
 
 impl Kind {
-    fn matches(self, value: &Value) -> bool {
+    fn matches(self, node: &Node<'_>) -> bool {
         match self {
-            Kind::Str => value.is_string(),
-            Kind::Bool => value.is_boolean(),
-            Kind::Int => value.is_i64() || value.is_u64(),
-            Kind::Num => value.is_number(),
-            Kind::Obj => value.is_object(),
-            Kind::Arr => value.is_array(),
-            Kind::Int64 => value.is_string() || value.is_i64() || value.is_u64(),
+            Kind::Str => node.is_string(),
+            Kind::Bool => matches!(node, Node::Bool),
+            Kind::Int => matches!(node, Node::Int),
+            Kind::Num => matches!(node, Node::Int | Node::Float),
+            Kind::Obj => node.is_object(),
+            Kind::Arr => node.is_array(),
+            Kind::Int64 => node.is_string() || matches!(node, Node::Int),
         }
     }
 
@@ -81,28 +92,337 @@ pub(super) fn quoted(value: &str) -> String {
     }
 }
 
-/// One JSON object checked against a FHIR type definition.
-#[derive(Debug)]
-pub(super) struct Element<'a> {
-    path: String,
-    fields: Vec<(Cow<'a, str>, &'a Value)>,
+// ---------------------------------------------------------------------------------------------------------------
+// Nodes: what is kept of a JSON document
+
+/// A JSON value as far as the checks need it. Numbers keep their class only (`Int` is what serde_json reads as an
+/// `i64`/`u64`, `Float` as an `f64`), opaque strings, arrays and objects only their type.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Node<'a> {
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str(Cow<'a, str>),
+    Arr(Vec<Node<'a>>),
+    Obj(Vec<Member<'a>>),
+    /// A string, array or object read by no check: only its type is kept.
+    Opaque(Opaque),
+    /// An array of Bundle entries, each read as soon as it was parsed ([`Plan::Entries`]).
+    Entries(Vec<ReadEntry>),
 }
 
-impl<'a> Element<'a> {
-    /// Checks that `value` is an object whose elements are all defined, of the right JSON type and given once.
-    /// JSON `null` counts as absent (the reference's parser treats it so).
-    pub(super) fn parse(value: &'a Value, path: String, definition: Definition) -> Result<Self, FhirError> {
-        let Value::Object(map) = value else {
-            return Err(FhirError::invalid(path, "expected an object"));
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Opaque {
+    Str,
+    Arr,
+    Obj,
+}
+
+/// One member of an object: the key as sent, its canonical spelling, and the value (the last one given).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Member<'a> {
+    raw: Cow<'a, str>,
+    name: Cow<'a, str>,
+    value: Node<'a>,
+}
+
+impl<'a> Member<'a> {
+    pub(super) fn into_value(self) -> Node<'a> {
+        self.value
+    }
+}
+
+impl<'a> Node<'a> {
+    pub(super) fn is_null(&self) -> bool {
+        matches!(self, Node::Null)
+    }
+
+    fn is_string(&self) -> bool {
+        matches!(self, Node::Str(_) | Node::Opaque(Opaque::Str))
+    }
+
+    fn is_object(&self) -> bool {
+        matches!(self, Node::Obj(_) | Node::Opaque(Opaque::Obj))
+    }
+
+    fn is_array(&self) -> bool {
+        matches!(self, Node::Arr(_) | Node::Opaque(Opaque::Arr) | Node::Entries(_))
+    }
+
+    pub(super) fn as_str(&self) -> Option<&str> {
+        match self {
+            Node::Str(text) => Some(text),
+            _ => None,
+        }
+    }
+
+    pub(super) fn as_array(&self) -> Option<&[Node<'a>]> {
+        match self {
+            Node::Arr(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// A member by its key exactly as sent (`serde_json::Value::get`): `Some(Null)` for a JSON `null`, `None` when
+    /// absent or when this is not an object.
+    pub(super) fn raw_get(&self, key: &str) -> Option<&Node<'a>> {
+        match self {
+            Node::Obj(members) => members.iter().find(|member| member.raw == key).map(|member| &member.value),
+            _ => None,
+        }
+    }
+}
+
+/// Which parts of a document the checks read.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Plan {
+    /// Only the JSON type.
+    Opaque,
+    /// Everything.
+    Tree,
+    /// An object whose members named (canonically) here are read with their plan, the others opaque.
+    Fields(&'static [(&'static str, Plan)]),
+    /// An array of Bundle entries: each item, read with the plan, is handed to the function with its index as soon
+    /// as it is parsed, and only what that returns is kept. The items of a large Bundle are thus never all in
+    /// memory at once, and each one's nodes are freed while the allocator still has them at hand.
+    Entries(&'static Plan, fn(&Node<'_>, usize) -> ReadEntry),
+}
+
+/// Parses a whole JSON document (nothing but whitespace after it) with serde_json's parser, keeping what `plan`
+/// asks for. Accepts and refuses exactly what `serde_json::from_slice::<Value>` does, with the same errors.
+pub(super) fn parse(bytes: &[u8], plan: Plan) -> Result<Node<'_>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let node = NodeSeed(plan).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(node)
+}
+
+/// Checks that `text` is one JSON document as `serde_json::from_str::<Value>` would read it (same errors), without
+/// building anything.
+pub(super) fn check_json(text: &str) -> Result<(), serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    NodeSeed(Plan::Opaque).deserialize(&mut deserializer)?;
+    deserializer.end()
+}
+
+/// Objects with more members than this index them to find repeated keys (a linear scan below).
+const INDEX_MEMBERS_FROM: usize = 16;
+
+#[derive(Clone, Copy)]
+struct NodeSeed(Plan);
+
+impl<'de> DeserializeSeed<'de> for NodeSeed {
+    type Value = Node<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Node<'de>, D::Error> {
+        // `deserialize_any`, as `Value` does: the same parser paths, limits (recursion) and number handling.
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed {
+    type Value = Node<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Node<'de>, E> {
+        Ok(Node::Bool)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Node<'de>, E> {
+        Ok(Node::Int)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Node<'de>, E> {
+        Ok(Node::Int)
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Node<'de>, E> {
+        // `Value` turns a non-finite float into `null`
+        Ok(if value.is_finite() { Node::Float } else { Node::Null })
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Node<'de>, E> {
+        Ok(match self.0 {
+            Plan::Opaque => Node::Opaque(Opaque::Str),
+            _ => Node::Str(Cow::Borrowed(text)),
+        })
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Node<'de>, E> {
+        Ok(match self.0 {
+            Plan::Opaque => Node::Opaque(Opaque::Str),
+            _ => Node::Str(Cow::Owned(text.to_owned())),
+        })
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Node<'de>, E> {
+        Ok(match self.0 {
+            Plan::Opaque => Node::Opaque(Opaque::Str),
+            _ => Node::Str(Cow::Owned(text)),
+        })
+    }
+
+    fn visit_unit<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Node<'de>, E> {
+        Ok(Node::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
+        match self.0 {
+            Plan::Tree => {}
+            Plan::Entries(item, read) => {
+                let mut entries = Vec::new();
+                while let Some(node) = seq.next_element_seed(NodeSeed(*item))? {
+                    entries.push(read(&node, entries.len()));
+                }
+                return Ok(Node::Entries(entries));
+            }
+            Plan::Opaque | Plan::Fields(_) => {
+                while seq.next_element_seed(NodeSeed(Plan::Opaque))?.is_some() {}
+                return Ok(Node::Opaque(Opaque::Arr));
+            }
+        }
+        let mut items = Vec::new();
+        while let Some(node) = seq.next_element_seed(NodeSeed(Plan::Tree))? {
+            items.push(node);
+        }
+        Ok(Node::Arr(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let fields = match self.0 {
+            Plan::Tree => None,
+            Plan::Fields(fields) => Some(fields),
+            Plan::Opaque | Plan::Entries(..) => {
+                while map.next_key_seed(NodeSeed(Plan::Opaque))?.is_some() {
+                    map.next_value_seed(NodeSeed(Plan::Opaque))?;
+                }
+                return Ok(Node::Opaque(Opaque::Obj));
+            }
         };
-        let mut fields: Vec<(Cow<'a, str>, &'a Value)> = Vec::with_capacity(map.len());
-        for (key, field) in map {
-            let name = canonical_key(key);
+        // room for the members of a typical Observation at once, rather than growing to it
+        let mut members: Vec<Member<'de>> = if fields.is_some() { Vec::with_capacity(12) } else { Vec::new() };
+        let mut index: Option<HashMap<Cow<'de, str>, usize>> = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let name = match &key {
+                Cow::Borrowed(key) => canonical_key(key),
+                Cow::Owned(key) => Cow::Owned(canonical_key(key).into_owned()),
+            };
+            let plan = match fields {
+                None => Plan::Tree,
+                Some(fields) => fields.iter().find(|(field, _)| *field == name).map_or(Plan::Opaque, |(_, plan)| *plan),
+            };
+            let value = map.next_value_seed(NodeSeed(plan))?;
+            // A repeated key keeps its first position and takes the last value, as in a `Value` map.
+            let seen = match &mut index {
+                Some(index) => index.get(&key).copied(),
+                None => members.iter().position(|member| member.raw == key),
+            };
+            match seen {
+                Some(position) => members[position].value = value,
+                None => {
+                    if let Some(index) = &mut index {
+                        index.insert(key.clone(), members.len());
+                    }
+                    members.push(Member { raw: key, name, value });
+                    if index.is_none() && members.len() > INDEX_MEMBERS_FROM {
+                        index =
+                            Some(members.iter().enumerate().map(|(position, m)| (m.raw.clone(), position)).collect());
+                    }
+                }
+            }
+        }
+        Ok(Node::Obj(members))
+    }
+}
+
+/// An object key, borrowed from the body unless it holds escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Cow<'de, str>, D::Error> {
+        // serde_json reads a key with the same string parser whichever method asks for it
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(text))
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(text.to_owned()))
+    }
+
+    fn visit_string<E>(self, text: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(text))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Paths and checked elements
+
+/// The FHIR path of an element (`Observation.code.coding[0]`), formatted only for an error message.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Path<'p> {
+    Root(&'p str),
+    Key(&'p Path<'p>, &'p str),
+    Index(&'p Path<'p>, usize),
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root(root) => formatter.write_str(root),
+            Path::Key(parent, key) => write!(formatter, "{parent}.{key}"),
+            Path::Index(parent, index) => write!(formatter, "{parent}[{index}]"),
+        }
+    }
+}
+
+/// One JSON object checked against a FHIR type definition.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Element<'n, 'p> {
+    path: Path<'p>,
+    members: &'n [Member<'n>],
+}
+
+impl<'n, 'p> Element<'n, 'p> {
+    /// Checks that `node` is an object whose elements are all defined, of the right JSON type and given once.
+    /// JSON `null` counts as absent (the reference's parser treats it so).
+    pub(super) fn parse(node: &'n Node<'n>, path: Path<'p>, definition: Definition) -> Result<Self, FhirError> {
+        let members = match node {
+            Node::Obj(members) => members.as_slice(),
+            Node::Opaque(Opaque::Obj) => {
+                // A plan that drops an object it then checks is a bug in this module, not bad input.
+                debug_assert!(false, "{path}: checked an object the plan did not keep");
+                &[]
+            }
+            _ => return Err(FhirError::invalid(path.to_string(), "expected an object")),
+        };
+        for (position, member) in members.iter().enumerate() {
+            let name = member.name.as_ref();
             let child = || format!("{path}.{name}");
-            if fields.iter().any(|(seen, _)| *seen == name) {
+            if members[..position].iter().any(|seen| seen.name == name) {
                 return Err(FhirError::invalid(child(), "given twice (camelCase and snake_case spellings)"));
             }
-            if !field.is_null() {
+            if !member.value.is_null() {
                 let expected = match name.strip_prefix('_') {
                     // A primitive extension (`_status`) is allowed beside any primitive element.
                     Some(primitive) => definition
@@ -113,18 +433,17 @@ impl<'a> Element<'a> {
                 };
                 match expected {
                     None => return Err(FhirError::invalid(child(), "is not an element of this FHIR R5 type")),
-                    Some(kind) if !kind.matches(field) => {
+                    Some(kind) if !kind.matches(&member.value) => {
                         return Err(FhirError::invalid(child(), format!("expected {}", kind.describe())));
                     }
                     Some(_) => {}
                 }
             }
-            fields.push((name, field));
         }
-        Ok(Element { path, fields })
+        Ok(Element { path, members })
     }
 
-    pub(super) fn path(&self) -> &str {
+    pub(super) fn path(&self) -> &Path<'p> {
         &self.path
     }
 
@@ -133,39 +452,34 @@ impl<'a> Element<'a> {
     }
 
     /// The element's value; `None` when absent or null. Its JSON type was checked by [`Element::parse`].
-    pub(super) fn get(&self, name: &str) -> Option<&'a Value> {
-        self.fields.iter().find(|(key, value)| key == name && !value.is_null()).map(|(_, value)| *value)
+    pub(super) fn get(&self, name: &str) -> Option<&'n Node<'n>> {
+        self.members.iter().find(|member| member.name == name && !member.value.is_null()).map(|member| &member.value)
     }
 
-    pub(super) fn str(&self, name: &str) -> Option<&'a str> {
-        self.get(name).and_then(Value::as_str)
+    pub(super) fn str(&self, name: &str) -> Option<&'n str> {
+        self.get(name).and_then(Node::as_str)
     }
 
-    pub(super) fn array(&self, name: &str) -> &'a [Value] {
-        self.get(name).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default()
+    pub(super) fn array(&self, name: &str) -> &'n [Node<'n>] {
+        self.get(name).and_then(Node::as_array).unwrap_or_default()
     }
 
     /// A complex child element, checked against its own definition.
-    pub(super) fn object(&self, name: &str, definition: Definition) -> Result<Option<Element<'a>>, FhirError> {
-        self.get(name).map(|value| Element::parse(value, self.child_path(name), definition)).transpose()
-    }
-
-    /// Every item of a repeating complex element, checked against its definition.
-    pub(super) fn objects(&self, name: &str, definition: Definition) -> Result<Vec<Element<'a>>, FhirError> {
-        let base = self.child_path(name);
-        self.array(name)
-            .iter()
-            .enumerate()
-            .map(|(index, item)| Element::parse(item, format!("{base}[{index}]"), definition))
-            .collect()
+    pub(super) fn object<'s>(
+        &'s self,
+        name: &'static str,
+        definition: Definition,
+    ) -> Result<Option<Element<'n, 's>>, FhirError> {
+        self.get(name).map(|node| Element::parse(node, Path::Key(&self.path, name), definition)).transpose()
     }
 
     /// At most one of the `choices` (a FHIR `[x]` choice element) may be present.
     pub(super) fn at_most_one_of(&self, choices: &[&str]) -> Result<(), FhirError> {
-        let mut present = self.fields.iter().filter(|(key, value)| !value.is_null() && choices.contains(&key.as_ref()));
-        if let (Some(_), Some((second, _))) = (present.next(), present.next()) {
+        let mut present =
+            self.members.iter().filter(|member| !member.value.is_null() && choices.contains(&member.name.as_ref()));
+        if let (Some(_), Some(second)) = (present.next(), present.next()) {
             return Err(FhirError::invalid(
-                self.child_path(second),
+                self.child_path(&second.name),
                 format!("only one of {} may be given", choices.join(", ")),
             ));
         }
@@ -229,47 +543,4 @@ pub(super) const ATTACHMENT: Definition = &[
 ];
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn snake_case_keys_are_read_as_camel_case() {
-        assert_eq!(canonical_key("value_attachment"), "valueAttachment");
-        assert_eq!(canonical_key("effective_date_time"), "effectiveDateTime");
-        assert_eq!(canonical_key("valueAttachment"), "valueAttachment");
-        assert_eq!(canonical_key("_status"), "_status");
-        assert_eq!(canonical_key("_effective_date_time"), "_effectiveDateTime");
-        assert_eq!(canonical_key("a__b_"), "aB");
-    }
-
-    #[test]
-    fn element_checks_names_types_and_duplicates() {
-        let value = json!({"system": "s", "code": "c", "_code": {"extension": []}, "display": null});
-        let coding = Element::parse(&value, "Coding".into(), CODING).unwrap();
-        assert_eq!(coding.str("code"), Some("c"));
-        assert_eq!(coding.get("display"), None);
-
-        let unknown = json!({"sytem": "s"});
-        assert_eq!(
-            Element::parse(&unknown, "X".into(), CODING).unwrap_err().to_string(),
-            "X.sytem: is not an element of this FHIR R5 type"
-        );
-        let wrong_type = json!({"code": 5});
-        assert_eq!(
-            Element::parse(&wrong_type, "X".into(), CODING).unwrap_err().to_string(),
-            "X.code: expected a string"
-        );
-        let twice = json!({"userSelected": true, "user_selected": false});
-        assert!(Element::parse(&twice, "X".into(), CODING).unwrap_err().to_string().contains("given twice"));
-        let extension_of_complex = json!({"_period": {}});
-        assert!(Element::parse(&extension_of_complex, "X".into(), IDENTIFIER).is_err());
-    }
-
-    #[test]
-    fn quoted_values_are_cut() {
-        assert_eq!(quoted("Device/1"), "\"Device/1\"");
-        assert_eq!(quoted(&"é".repeat(100)).chars().count(), 80 + 3);
-    }
-}
+mod tests;

@@ -10,10 +10,10 @@
 use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde_json::Value;
 
 use super::json::{
-    ATTACHMENT, CODEABLE_CONCEPT, CODING, Definition, Element, IDENTIFIER, Kind, PERIOD, REFERENCE, quoted,
+    ATTACHMENT, CODEABLE_CONCEPT, CODING, Definition, Element, IDENTIFIER, Kind, Node, PERIOD, Path, Plan, REFERENCE,
+    check_json, quoted,
 };
 use super::{FhirError, UPLOAD_CODING_SYSTEMS};
 use crate::Identifier;
@@ -97,6 +97,20 @@ const VALUE_CHOICES: &[&str] = &[
     "valueReference",
 ];
 
+/// What [`parse_observation`] reads of an Observation: the elements it checks beyond their JSON type. The others
+/// (`meta`, `note`, `category`, ...) are parsed and type-checked but not kept.
+pub(super) const OBSERVATION_PLAN: Plan = Plan::Fields(&[
+    ("resourceType", Plan::Tree),
+    ("status", Plan::Tree),
+    ("code", Plan::Tree),
+    ("subject", Plan::Tree),
+    ("device", Plan::Tree),
+    ("identifier", Plan::Tree),
+    ("effectiveDateTime", Plan::Tree),
+    ("effectivePeriod", Plan::Tree),
+    ("valueAttachment", Plan::Tree),
+]);
+
 /// The single coding of an uploaded Observation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Coding {
@@ -114,12 +128,11 @@ pub enum FhirEffective {
 }
 
 /// The OMH data point carried in `valueAttachment.data`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OmhPayload {
-    /// The decoded bytes exactly as uploaded (valid UTF-8 JSON); stored as `ObservationRecord::omh_json`.
+    /// The decoded bytes exactly as uploaded: valid UTF-8 and one JSON document (as `serde_json` reads it); stored
+    /// as `ObservationRecord::omh_json` once the OMH validator accepted it.
     pub json: String,
-    /// The same document parsed, for schema validation.
-    pub value: Value,
 }
 
 /// An uploaded OMH Observation that passed steps (1) and (2) of §6.7. The remaining syntactic checks are kept as
@@ -162,6 +175,11 @@ impl ObservationUpload {
         self.omh
     }
 
+    /// Steps (4), (6) and (8) by value, in that order, for callers that keep the parts (no copies).
+    pub fn into_deferred(self) -> (Result<i64, FhirError>, Result<Coding, FhirError>, Result<OmhPayload, FhirError>) {
+        (self.device, self.coding, self.omh)
+    }
+
     /// The first deferred syntactic failure in §6.7 order, for callers that check nothing in between.
     pub fn first_error(&self) -> Option<&FhirError> {
         self.device.as_ref().err().or(self.coding.as_ref().err()).or(self.omh.as_ref().err())
@@ -175,15 +193,15 @@ pub fn parse_observation(bytes: &[u8]) -> Result<ObservationUpload, FhirError> {
     if bytes.len() > MAX_OBSERVATION_BYTES {
         return Err(FhirError::TooLarge { path: PATH, size: bytes.len(), limit: MAX_OBSERVATION_BYTES });
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|error| FhirError::Json { path: PATH, detail: error.to_string() })?;
-    observation_from_value(&value, PATH)
+    let node = super::json::parse(bytes, OBSERVATION_PLAN)
+        .map_err(|error| FhirError::Json { path: PATH, detail: error.to_string() })?;
+    observation_from_node(&node, PATH)
 }
 
-/// Parses one Observation already read as JSON (`path` names it in errors).
-pub(super) fn observation_from_value(value: &Value, path: &str) -> Result<ObservationUpload, FhirError> {
-    route_to_jhe(value, path)?;
-    let resource = Element::parse(value, path.to_owned(), OBSERVATION)?;
+/// Parses one Observation read with [`OBSERVATION_PLAN`] (`path` names it in errors).
+pub(super) fn observation_from_node(node: &Node<'_>, path: &str) -> Result<ObservationUpload, FhirError> {
+    route_to_jhe(node, path)?;
+    let resource = Element::parse(node, Path::Root(path), OBSERVATION)?;
     if let Some(resource_type) = resource.str("resourceType")
         && resource_type != "Observation"
     {
@@ -205,7 +223,14 @@ pub(super) fn observation_from_value(value: &Value, path: &str) -> Result<Observ
     let Some(code) = resource.object("code", CODEABLE_CONCEPT)? else {
         return Err(FhirError::invalid(resource.child_path("code"), "required"));
     };
-    let codings = code.objects("coding", CODING)?;
+    // Every coding is checked; only a single one is used (step 6, deferred).
+    let codings = code.array("coding");
+    let codings_path = Path::Key(code.path(), "coding");
+    let mut first_coding = None;
+    for (index, item) in codings.iter().enumerate() {
+        let coding = Element::parse(item, Path::Index(&codings_path, index), CODING)?;
+        first_coding.get_or_insert(coding);
+    }
     let identifiers = identifiers(&resource)?;
     let subject = resource.object("subject", REFERENCE)?;
     let device = resource.object("device", REFERENCE)?;
@@ -213,36 +238,41 @@ pub(super) fn observation_from_value(value: &Value, path: &str) -> Result<Observ
     let attachment = resource.object("valueAttachment", ATTACHMENT)?;
 
     // Step (2).
-    let subject_path = format!("{path}.subject.reference");
     let subject_reference = subject.as_ref().and_then(|subject| subject.str("reference"));
-    let subject_patient_id = reference_id(subject_reference, "Patient", &subject_path)?;
+    let subject_patient_id = reference_id(subject_reference, "Patient", || format!("{path}.subject.reference"))?;
 
+    let coding = match (codings.len(), first_coding) {
+        (1, Some(coding)) => single_coding(&coding),
+        (count, _) => Err(FhirError::CodingCount { path: code.child_path("coding"), count }),
+    };
     Ok(ObservationUpload {
         status,
         subject_patient_id,
         identifiers,
         effective,
         attachment_content_type: attachment.as_ref().and_then(|a| a.str("contentType")).map(str::to_owned),
-        device: reference_id(
-            device.as_ref().and_then(|d| d.str("reference")),
-            "Device",
-            &format!("{path}.device.reference"),
-        ),
-        coding: single_coding(&code, &codings),
+        device: reference_id(device.as_ref().and_then(|d| d.str("reference")), "Device", || {
+            format!("{path}.device.reference")
+        }),
+        coding,
         omh: decode_attachment(attachment.as_ref(), path),
     })
 }
 
 /// The reference stores an Observation as jhe-native only when one of its codings has the OMH system; anything
-/// else went to its generic store. Checked leniently, before the shape, as the reference does.
-fn route_to_jhe(value: &Value, path: &str) -> Result<(), FhirError> {
-    if !value.is_object() {
+/// else went to its generic store. Checked leniently (keys as sent, other elements unchecked), before the shape, as
+/// the reference does.
+fn route_to_jhe(node: &Node<'_>, path: &str) -> Result<(), FhirError> {
+    if !matches!(node, Node::Obj(_)) {
         return Err(FhirError::invalid(path, "expected an object"));
     }
-    let codings = value.get("code").and_then(|code| code.get("coding")).and_then(Value::as_array);
+    let codings = node.raw_get("code").and_then(|code| code.raw_get("coding")).and_then(Node::as_array);
     let jhe_native = codings.is_some_and(|codings| {
         codings.iter().any(|coding| {
-            coding.get("system").and_then(Value::as_str).is_some_and(|system| UPLOAD_CODING_SYSTEMS.contains(&system))
+            coding
+                .raw_get("system")
+                .and_then(Node::as_str)
+                .is_some_and(|system| UPLOAD_CODING_SYSTEMS.contains(&system))
         })
     });
     if jhe_native { Ok(()) } else { Err(FhirError::NotOpenMhealth { path: format!("{path}.code.coding") }) }
@@ -253,27 +283,39 @@ fn is_code(text: &str) -> bool {
     !text.is_empty() && text.trim() == text && !text.contains("  ") && !text.contains(['\t', '\n', '\r'])
 }
 
-fn identifiers(resource: &Element<'_>) -> Result<Vec<Identifier>, FhirError> {
-    let items = resource.objects("identifier", IDENTIFIER)?;
+/// `identifier[*]`: every item is checked first, then their number, then that each has a value.
+fn identifiers(resource: &Element<'_, '_>) -> Result<Vec<Identifier>, FhirError> {
+    let items = resource.array("identifier");
+    let base = Path::Key(resource.path(), "identifier");
+    let mut identifiers = Vec::with_capacity(items.len().min(MAX_IDENTIFIERS));
+    let mut missing_value = None;
+    for (index, item) in items.iter().enumerate() {
+        let item = Element::parse(item, Path::Index(&base, index), IDENTIFIER)?;
+        if missing_value.is_some() || identifiers.len() == MAX_IDENTIFIERS {
+            continue;
+        }
+        match item.str("value") {
+            Some(value) if !value.is_empty() => identifiers.push(Identifier {
+                system: item.str("system").unwrap_or_default().to_owned(),
+                value: value.to_owned(),
+            }),
+            // An identifier without a value identifies nothing and could never be checked for duplicates.
+            _ => missing_value = Some(FhirError::invalid(item.child_path("value"), "required")),
+        }
+    }
     if items.len() > MAX_IDENTIFIERS {
         return Err(FhirError::invalid(
             resource.child_path("identifier"),
             format!("at most {MAX_IDENTIFIERS} identifiers are accepted, found {}", items.len()),
         ));
     }
-    items
-        .iter()
-        .map(|item| match item.str("value") {
-            Some(value) if !value.is_empty() => {
-                Ok(Identifier { system: item.str("system").unwrap_or_default().to_owned(), value: value.to_owned() })
-            }
-            // An identifier without a value identifies nothing and could never be checked for duplicates.
-            _ => Err(FhirError::invalid(item.child_path("value"), "required")),
-        })
-        .collect()
+    match missing_value {
+        Some(error) => Err(error),
+        None => Ok(identifiers),
+    }
 }
 
-fn effective(resource: &Element<'_>) -> Result<Option<FhirEffective>, FhirError> {
+fn effective(resource: &Element<'_, '_>) -> Result<Option<FhirEffective>, FhirError> {
     if let Some(date_time) = resource.str("effectiveDateTime") {
         return Ok(Some(FhirEffective::DateTime(date_time.to_owned())));
     }
@@ -283,11 +325,11 @@ fn effective(resource: &Element<'_>) -> Result<Option<FhirEffective>, FhirError>
     }))
 }
 
-/// `<Type>/<id>` (optionally `/_history/<version>`) with a non-negative 64-bit id.
-fn reference_id(reference: Option<&str>, resource_type: &str, path: &str) -> Result<i64, FhirError> {
-    let expected = format!("expected \"{resource_type}/<id>\"");
+/// `<Type>/<id>` (optionally `/_history/<version>`) with a non-negative 64-bit id. `path` is built only for an
+/// error.
+fn reference_id(reference: Option<&str>, resource_type: &str, path: impl FnOnce() -> String) -> Result<i64, FhirError> {
     let Some(reference) = reference else {
-        return Err(FhirError::invalid(path, format!("required; {expected}")));
+        return Err(FhirError::invalid(path(), format!("required; expected \"{resource_type}/<id>\"")));
     };
     let id = reference.strip_prefix(resource_type).and_then(|rest| rest.strip_prefix('/')).map(|rest| {
         match rest.split_once("/_history/") {
@@ -297,13 +339,12 @@ fn reference_id(reference: Option<&str>, resource_type: &str, path: &str) -> Res
     });
     id.filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|id| id.parse::<i64>().ok())
-        .ok_or_else(|| FhirError::invalid(path, format!("{expected}, found {}", quoted(reference))))
+        .ok_or_else(|| {
+            FhirError::invalid(path(), format!("expected \"{resource_type}/<id>\", found {}", quoted(reference)))
+        })
 }
 
-fn single_coding(code: &Element<'_>, codings: &[Element<'_>]) -> Result<Coding, FhirError> {
-    let [coding] = codings else {
-        return Err(FhirError::CodingCount { path: code.child_path("coding"), count: codings.len() });
-    };
+fn single_coding(coding: &Element<'_, '_>) -> Result<Coding, FhirError> {
     let required = |name: &str| {
         coding
             .str(name)
@@ -326,17 +367,27 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 
-fn decode_attachment(attachment: Option<&Element<'_>>, path: &str) -> Result<OmhPayload, FhirError> {
-    let data_path = format!("{path}.valueAttachment.data");
-    let fail = |reason: &str| FhirError::Attachment { path: data_path.clone(), reason: reason.to_owned() };
-    let data = attachment.and_then(|attachment| attachment.str("data")).ok_or_else(|| fail("missing"))?;
-    let compact: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    let bytes = BASE64.decode(&compact).map_err(|error| fail(&format!("not base64: {error}")))?;
+/// Step (8): base64 (whitespace ignored) of UTF-8 JSON. The data is decoded straight into the buffer that becomes
+/// the payload; only data with whitespace in it (line-wrapped base64) is compacted into a copy first.
+fn decode_attachment(attachment: Option<&Element<'_, '_>>, path: &str) -> Result<OmhPayload, FhirError> {
+    let fail = |reason: String| FhirError::Attachment { path: format!("{path}.valueAttachment.data"), reason };
+    let data = attachment.and_then(|attachment| attachment.str("data")).ok_or_else(|| fail("missing".to_owned()))?;
+    // Whitespace is never a base64 symbol: decode as is, and only when that fails because of whitespace, again
+    // without it (whitespace is ignored, and error offsets count only the other characters).
+    let bytes = match BASE64.decode(data) {
+        Ok(bytes) => bytes,
+        Err(error) if !data.bytes().any(|b| b.is_ascii_whitespace()) => {
+            return Err(fail(format!("not base64: {error}")));
+        }
+        Err(_) => {
+            let compact: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            BASE64.decode(&compact).map_err(|error| fail(format!("not base64: {error}")))?
+        }
+    };
     // The reference only accepts ASCII JSON; jhe accepts any UTF-8 JSON (a superset) and keeps it byte for byte.
-    let json = String::from_utf8(bytes).map_err(|_| fail("the decoded bytes are not UTF-8"))?;
-    let value =
-        serde_json::from_str(&json).map_err(|error| fail(&format!("the decoded bytes are not JSON: {error}")))?;
-    Ok(OmhPayload { json, value })
+    let json = String::from_utf8(bytes).map_err(|_| fail("the decoded bytes are not UTF-8".to_owned()))?;
+    check_json(&json).map_err(|error| fail(format!("the decoded bytes are not JSON: {error}")))?;
+    Ok(OmhPayload { json })
 }
 
 #[cfg(test)]
@@ -345,7 +396,7 @@ mod tests {
 
     #[test]
     fn references() {
-        let id = |text: &str| reference_id(Some(text), "Patient", "P").ok();
+        let id = |text: &str| reference_id(Some(text), "Patient", || "P".to_owned()).ok();
         assert_eq!(id("Patient/40001"), Some(40001));
         assert_eq!(id("Patient/040001"), Some(40001));
         assert_eq!(id("Patient/40001/_history/2"), Some(40001));
@@ -357,7 +408,7 @@ mod tests {
         assert_eq!(id(&format!("Patient/{}", i64::MAX)), Some(i64::MAX));
         assert_eq!(id("Patient/9223372036854775808"), None);
         assert_eq!(
-            reference_id(None, "Device", "Observation.device.reference").unwrap_err().to_string(),
+            reference_id(None, "Device", || "Observation.device.reference".to_owned()).unwrap_err().to_string(),
             "Observation.device.reference: required; expected \"Device/<id>\""
         );
     }
