@@ -7,8 +7,8 @@
 //!   code of git `b402a05`); `borrowed` is `jhe_schemas::fhir::parse_bundle`.
 //! * `bundle/parse+checks`: the parse plus the per-entry work of ingest's checks that needs no control plane: device
 //!   reference, coding, schema id, OMH validation (`validate_data_point_as`, the same for both) and building the
-//!   stored record, each side as its ingest code did it (`legacy`: copies of identifiers, coding and payload;
-//!   `borrowed`: the parts moved). The control-plane lookups (hash maps) are left out: the same on both sides.
+//!   stored record, each side as its ingest code did it (`legacy`: copies of identifiers, coding and payload, a
+//!   schema id parsed per entry; `borrowed`: the parts moved, a schema id parsed per code). The control-plane lookups (hash maps) are left out: the same on both sides.
 //! * `observation/parse`: `parse_observation` for each of the 1,000 bodies.
 //!
 //! `cargo bench -p jhe-benches --bench ingest_parse` (release). Criterion runs on one thread, so `thrpt` (elem/s)
@@ -105,8 +105,13 @@ fn legacy_checks(validators: &Validators, upload: Result<legacy::Upload, FhirErr
     })
 }
 
-/// The stored record of a checked entry, as ingest's checks build it now (parts moved).
-fn borrowed_checks(validators: &Validators, upload: Result<ObservationUpload, FhirError>) -> Option<ObservationRecord> {
+/// The stored record of a checked entry, as ingest's checks build it now (parts moved, each code's schema id parsed
+/// once per request).
+fn borrowed_checks(
+    validators: &Validators,
+    schema_ids: &mut Vec<(String, SchemaId)>,
+    upload: Result<ObservationUpload, FhirError>,
+) -> Option<ObservationRecord> {
     let mut upload = upload.ok()?;
     let patient_id = upload.subject_patient_id;
     let identifiers: Vec<Identifier> = std::mem::take(&mut upload.identifiers);
@@ -114,8 +119,15 @@ fn borrowed_checks(validators: &Validators, upload: Result<ObservationUpload, Fh
     let device_id = device.ok()?;
     let coding = coding.ok()?;
     let omh = omh.ok()?;
-    let schema_id: SchemaId = coding.code.parse().ok()?;
-    let validated = validators.validate_data_point_as(omh.json.as_bytes(), &schema_id).ok()?;
+    let known = schema_ids.iter().position(|(code, _)| *code == coding.code);
+    let position = match known {
+        Some(position) => position,
+        None => {
+            schema_ids.push((coding.code.clone(), coding.code.parse().ok()?));
+            schema_ids.len() - 1
+        }
+    };
+    let validated = validators.validate_data_point_as(omh.json.as_bytes(), &schema_ids[position].1).ok()?;
     let omh_json = if omh.json.trim().len() == omh.json.len() { omh.json } else { omh.json.trim().to_owned() };
     Some(ObservationRecord {
         id: 0,
@@ -173,7 +185,8 @@ fn main() {
     assert_eq!(old.entries.len(), ENTRIES);
     assert!(new.entries.iter().all(Result::is_ok) && old.entries.iter().all(Result::is_ok));
     let old_records: Vec<_> = old.entries.into_iter().map(|e| legacy_checks(&validators, e)).collect();
-    let new_records: Vec<_> = new.entries.into_iter().map(|e| borrowed_checks(&validators, e)).collect();
+    let schema_ids = &mut Vec::new();
+    let new_records: Vec<_> = new.entries.into_iter().map(|e| borrowed_checks(&validators, schema_ids, e)).collect();
     assert!(new_records.iter().all(Option::is_some));
     assert_eq!(old_records, new_records);
 
@@ -186,7 +199,8 @@ fn main() {
     };
     let borrowed_checked = || {
         let bundle = parse_bundle(black_box(&bundle)).expect("parses");
-        let records = bundle.entries.into_iter().filter_map(|e| borrowed_checks(&validators, e)).count();
+        let schema_ids = &mut Vec::new();
+        let records = bundle.entries.into_iter().filter_map(|e| borrowed_checks(&validators, schema_ids, e)).count();
         black_box(records)
     };
     let legacy_single = || {
@@ -199,6 +213,34 @@ fn main() {
             black_box(parse_observation(black_box(body.as_bytes())).is_ok());
         }
     };
+
+    // `INGEST_PARSE_PROFILE=<variant>:<calls>` runs one variant that many times and nothing else, for a profiler
+    // (`perf record`, `valgrind --tool=callgrind`): variants `bundle-legacy`, `bundle-borrowed`,
+    // `checks-legacy`, `checks-borrowed`, `observation-legacy`, `observation-borrowed`.
+    if let Ok(profile) = std::env::var("INGEST_PARSE_PROFILE") {
+        let (variant, calls) = profile.split_once(':').unwrap_or((profile.as_str(), "10"));
+        let calls: usize = calls.parse().expect("INGEST_PARSE_PROFILE=<variant>:<calls>");
+        for _ in 0..calls {
+            match variant {
+                "bundle-legacy" => {
+                    let _ = black_box(legacy_parse());
+                }
+                "bundle-borrowed" => {
+                    let _ = black_box(borrowed_parse());
+                }
+                "checks-legacy" => {
+                    let _ = black_box(legacy_checked());
+                }
+                "checks-borrowed" => {
+                    let _ = black_box(borrowed_checked());
+                }
+                "observation-legacy" => legacy_single(),
+                "observation-borrowed" => borrowed_single(),
+                other => panic!("unknown variant {other:?}"),
+            }
+        }
+        return;
+    }
 
     let mut group = criterion.benchmark_group("bundle");
     group.throughput(Throughput::Elements(ENTRIES as u64));

@@ -4,7 +4,7 @@
 
 use jhe_catalog::{Caller, ControlPlaneSnapshot};
 use jhe_schemas::fhir::{FhirError, ObservationUpload};
-use jhe_schemas::omh::{SchemaId, Validators};
+use jhe_schemas::omh::{SchemaId, SchemaIdError, Validators};
 use jhe_schemas::{ErrorKind, Identifier, ObservationRecord};
 
 /// A refused observation: the HTTP status of the reference and a message a person can act on.
@@ -65,6 +65,30 @@ pub(crate) enum Checked {
     Ready(Box<Prepared>),
 }
 
+/// The schema ids of the codes one request uploads (a Bundle of wearable data has a handful of codes among
+/// thousands of entries): each code is parsed once.
+#[derive(Debug, Default)]
+pub(crate) struct SchemaIds {
+    parsed: Vec<(String, SchemaId)>,
+}
+
+impl SchemaIds {
+    /// Codes beyond this many are parsed each time (the list is searched linearly).
+    const MAX: usize = 32;
+
+    fn with<R>(&mut self, code: &str, work: impl FnOnce(&SchemaId) -> R) -> Result<R, SchemaIdError> {
+        if let Some((_, id)) = self.parsed.iter().find(|(known, _)| known == code) {
+            return Ok(work(id));
+        }
+        let id: SchemaId = code.parse()?;
+        let answer = work(&id);
+        if self.parsed.len() < Self::MAX {
+            self.parsed.push((code.to_owned(), id));
+        }
+        Ok(answer)
+    }
+}
+
 /// An entry refused after step 5 keeps its identifiers (moved, not copied: this is the only place they go).
 fn late(identifiers: Vec<Identifier>, rejection: Rejection) -> Checked {
     let identifiers = identifiers.into_iter().map(|identifier| (identifier.system, identifier.value)).collect();
@@ -76,6 +100,7 @@ fn late(identifiers: Vec<Identifier>, rejection: Rejection) -> Checked {
 pub(crate) fn check(
     snapshot: &ControlPlaneSnapshot,
     validators: &Validators,
+    schema_ids: &mut SchemaIds,
     caller: &Caller,
     upload: Result<ObservationUpload, FhirError>,
 ) -> Checked {
@@ -143,16 +168,14 @@ pub(crate) fn check(
     };
     // (9) OMH validation: the header against IEEE header 1.0, the body against the *code's* schema (the header's
     // schema_id is not cross-checked, as in the reference)
-    let schema_id: SchemaId = match coding.code.parse() {
-        Ok(id) => id,
+    let validated = match schema_ids.with(&coding.code, |id| validators.validate_data_point_as(omh.json.as_bytes(), id))
+    {
+        Ok(Ok(validated)) => validated,
+        Ok(Err(error)) => return late(identifiers, Rejection::new(422, format!("omh_data: {error}"))),
         Err(error) => {
             let rejection = Rejection::new(422, format!("code {}: no schema for this code ({error})", coding.code));
             return late(identifiers, rejection);
         }
-    };
-    let validated = match validators.validate_data_point_as(omh.json.as_bytes(), &schema_id) {
-        Ok(validated) => validated,
-        Err(error) => return late(identifiers, Rejection::new(422, format!("omh_data: {error}"))),
     };
     // stored without surrounding whitespace; the decoded buffer itself when there is none (the usual case)
     let omh_json = if omh.json.trim().len() == omh.json.len() { omh.json } else { omh.json.trim().to_owned() };

@@ -12,7 +12,7 @@ mod ids;
 pub use checks::Rejection;
 pub use ids::IdAllocator;
 
-use checks::{Checked, Prepared};
+use checks::{Checked, Prepared, SchemaIds};
 use jhe_catalog::{Caller, ControlPlaneCache, IdentifierClaim};
 use jhe_eventlog::message::{
     FORMAT_OBSERVATION_V1, HEADER_FORMAT, MessageCode, MessageHead, MessageIdentifier, encode_observation, patient_key,
@@ -132,7 +132,8 @@ impl Ingestor {
             // A body that is not an Observation at all is the request's error, as in the reference (step 1).
             let upload = upload?;
             let snapshot = inner.cache.snapshot();
-            Ok::<_, IngestError>(vec![checks::check(&snapshot, &inner.validators, &caller, Ok(upload))])
+            let schema_ids = &mut SchemaIds::default();
+            Ok::<_, IngestError>(vec![checks::check(&snapshot, &inner.validators, schema_ids, &caller, Ok(upload))])
         })
         .await??;
         let mut outcomes = self.commit(checked).await?;
@@ -155,11 +156,12 @@ impl Ingestor {
                 other => IngestError::Invalid(other),
             })?;
             let snapshot = inner.cache.snapshot();
+            let schema_ids = &mut SchemaIds::default();
             Ok::<_, IngestError>(
                 bundle
                     .entries
                     .into_iter()
-                    .map(|entry| checks::check(&snapshot, &inner.validators, &caller, entry))
+                    .map(|entry| checks::check(&snapshot, &inner.validators, schema_ids, &caller, entry))
                     .collect::<Vec<_>>(),
             )
         })
@@ -176,6 +178,7 @@ impl Ingestor {
         let caller = caller.clone();
         let (checked, line_numbers) = run_blocking(move || {
             let snapshot = inner.cache.snapshot();
+            let schema_ids = &mut SchemaIds::default();
             let mut checked = Vec::new();
             let mut line_numbers = Vec::new();
             for (index, line) in body.as_ref().split(|b| *b == b'\n').enumerate() {
@@ -190,7 +193,7 @@ impl Ingestor {
                     }));
                 }
                 let upload = jhe_schemas::fhir::parse_observation(line);
-                checked.push(checks::check(&snapshot, &inner.validators, &caller, upload));
+                checked.push(checks::check(&snapshot, &inner.validators, schema_ids, &caller, upload));
                 line_numbers.push(index + 1);
             }
             Ok((checked, line_numbers))
@@ -272,7 +275,9 @@ impl Ingestor {
                     IdentifierClaim { system: identifier.system, value: identifier.value, observation_id }
                 }));
             }
+            let claiming = Instant::now();
             let owned = jhe_catalog::reserve_identifiers(&inner.pool, &claims).await.map_err(unavailable)?;
+            metrics::histogram!("jhe_ingest_claims_seconds").record(claiming.elapsed().as_secs_f64());
             // An observation is accepted only when it owns every identifier it carries; claims it did win are
             // released again when it does not.
             let mut release = Vec::new();
@@ -300,18 +305,21 @@ impl Ingestor {
             {
                 tracing::warn!(%error, count = release.len(), "could not release identifier claims");
             }
-            if !records.is_empty()
-                && let Err(error) = inner.producer.send(&inner.settings.topic, records).await
-            {
-                tracing::error!(%error, "observation log write failed; nothing acknowledged");
-                let unsent: Vec<IdentifierClaim> =
-                    accepted_claims.into_iter().flat_map(|range| claims[range].iter().cloned()).collect();
-                if let Err(error) = jhe_catalog::release_identifiers(&inner.pool, &unsent).await {
-                    tracing::warn!(%error, "could not release identifier claims after a failed log write");
+            if !records.is_empty() {
+                let writing = Instant::now();
+                let written = inner.producer.send(&inner.settings.topic, records).await;
+                metrics::histogram!("jhe_ingest_log_write_seconds").record(writing.elapsed().as_secs_f64());
+                if let Err(error) = written {
+                    tracing::error!(%error, "observation log write failed; nothing acknowledged");
+                    let unsent: Vec<IdentifierClaim> =
+                        accepted_claims.into_iter().flat_map(|range| claims[range].iter().cloned()).collect();
+                    if let Err(error) = jhe_catalog::release_identifiers(&inner.pool, &unsent).await {
+                        tracing::warn!(%error, "could not release identifier claims after a failed log write");
+                    }
+                    return Err(IngestError::Unavailable(
+                        "the observation log is unavailable; nothing was stored, try again shortly".to_owned(),
+                    ));
                 }
-                return Err(IngestError::Unavailable(
-                    "the observation log is unavailable; nothing was stored, try again shortly".to_owned(),
-                ));
             }
             // the identifiers go back to their records, for the answer
             let mut claims = claims.into_iter();
@@ -368,9 +376,14 @@ fn unavailable(error: jhe_catalog::Error) -> IngestError {
     IngestError::Unavailable("the database is unavailable; nothing was stored, try again shortly".to_owned())
 }
 
-/// Runs CPU-heavy parsing and checks off the async workers.
+/// Runs CPU-heavy parsing and checks off the async workers. `jhe_ingest_check_seconds` is the time a request
+/// spends there, waiting for a blocking thread included (beside `jhe_ingest_claims_seconds` and
+/// `jhe_ingest_log_write_seconds`, the parts of `jhe_ingest_commit_seconds`, it shows where an upload's time goes).
 async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, IngestError> {
-    tokio::task::spawn_blocking(work)
+    let started = Instant::now();
+    let done = tokio::task::spawn_blocking(work)
         .await
-        .map_err(|error| IngestError::Unavailable(format!("upload worker failed: {error}")))
+        .map_err(|error| IngestError::Unavailable(format!("upload worker failed: {error}")));
+    metrics::histogram!("jhe_ingest_check_seconds").record(started.elapsed().as_secs_f64());
+    done
 }

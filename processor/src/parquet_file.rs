@@ -14,8 +14,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use jhe_catalog::NewParquetFile;
 use jhe_schemas::ErrorKind;
 use jhe_schemas::table::{
-    COL_CODING_CODE, COL_CODING_SYSTEM, COL_EFFECTIVE_END, COL_EFFECTIVE_START, COL_ID, COL_LAST_UPDATED, COL_OMH_JSON,
-    COL_PATIENT_ID, SCHEMA_VERSION, SCHEMA_VERSION_KEY, observation_schema,
+    COL_CODING_CODE, COL_CODING_SYSTEM, COL_EFFECTIVE_END, COL_EFFECTIVE_START, COL_ID, COL_IDENTIFIERS,
+    COL_LAST_UPDATED, COL_OMH_JSON, COL_PATIENT_ID, IDENTIFIER_ITEM, IDENTIFIER_VALUE, SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY, observation_schema,
 };
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -122,6 +123,13 @@ impl EncodedFile {
     }
 }
 
+/// The Parquet leaf of `identifiers[].value` (Arrow lists are written as `<name>.list.<item name>`).
+fn identifier_value_path() -> ColumnPath {
+    ColumnPath::new(
+        [COL_IDENTIFIERS, "list", IDENTIFIER_ITEM, IDENTIFIER_VALUE].into_iter().map(str::to_owned).collect(),
+    )
+}
+
 fn writer_properties() -> Result<WriterProperties, ParquetError> {
     let schema = observation_schema();
     let sorting_columns = [COL_PATIENT_ID, COL_EFFECTIVE_START, COL_ID]
@@ -139,6 +147,11 @@ fn writer_properties() -> Result<WriterProperties, ParquetError> {
         // every data point differs: a dictionary would only be built to be discarded
         .set_column_dictionary_enabled(ColumnPath::from(COL_OMH_JSON), false)
         .set_column_dictionary_enabled(ColumnPath::from(COL_ID), false)
+        .set_column_dictionary_enabled(identifier_value_path(), false)
+        // nothing prunes by the data point or an identifier's value: min/max statistics of long, all-different
+        // strings would cost a comparison of every value and footer bytes for nothing
+        .set_column_statistics_enabled(ColumnPath::from(COL_OMH_JSON), EnabledStatistics::None)
+        .set_column_statistics_enabled(identifier_value_path(), EnabledStatistics::None)
         .set_sorting_columns(Some(sorting_columns))
         .set_key_value_metadata(Some(vec![KeyValue::new(SCHEMA_VERSION_KEY.to_owned(), SCHEMA_VERSION.to_owned())]))
         .build())
@@ -408,6 +421,15 @@ mod tests {
         let row_group = metadata.row_group(0);
         assert!(matches!(row_group.column(0).compression(), Compression::ZSTD(_)));
         assert!(row_group.column(1).statistics().is_some());
+        let column = |path: &ColumnPath| {
+            row_group.columns().iter().find(|c| c.column_path() == path).unwrap_or_else(|| panic!("no column {path}"))
+        };
+        for unpruned in [ColumnPath::from(COL_OMH_JSON), identifier_value_path()] {
+            let chunk = column(&unpruned);
+            assert!(chunk.statistics().is_none(), "{unpruned}: no statistics");
+            assert!(chunk.dictionary_page_offset().is_none(), "{unpruned}: no dictionary");
+        }
+        assert!(column(&ColumnPath::from(COL_PATIENT_ID)).statistics().is_some());
         assert_eq!(row_group.sorting_columns().map(Vec::len), Some(3));
     }
 

@@ -6,7 +6,7 @@
 //! stored. Every entry yields exactly one result (the reference could emit two for an entry that was both the wrong
 //! type and the wrong method).
 
-use super::json::{Definition, Element, Kind, Node, Path, Plan, quoted};
+use super::json::{Definition, Element, Kind, Node, NodeRef, Path, Plan, quoted};
 use super::observation_in::{OBSERVATION_PLAN, observation_from_node};
 use super::{FhirError, ObservationUpload};
 
@@ -75,7 +75,7 @@ pub(super) struct ReadEntry {
     result: Result<ObservationUpload, FhirError>,
 }
 
-fn read_entry(entry: &Node<'_>, index: usize) -> ReadEntry {
+fn read_entry(entry: NodeRef<'_>, index: usize) -> ReadEntry {
     // The pre-check: every entry must carry attachment data, or nothing is stored.
     let resource = field(entry, "resource", "resource");
     let data =
@@ -104,10 +104,10 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<BundleUpload, FhirError> {
     if bytes.len() > MAX_BUNDLE_BYTES {
         return Err(FhirError::TooLarge { path: PATH, size: bytes.len(), limit: MAX_BUNDLE_BYTES });
     }
-    let node = super::json::parse(bytes, BUNDLE_PLAN)
+    let mut doc = super::json::parse(bytes, BUNDLE_PLAN)
         .map_err(|error| FhirError::Json { path: PATH, detail: error.to_string() })?;
     let root = Path::Root(PATH);
-    let bundle = Element::parse(&node, root, BUNDLE)?;
+    let bundle = Element::parse(doc.root(), root, BUNDLE)?;
     if let Some(resource_type) = bundle.str("resourceType")
         && resource_type != "Bundle"
     {
@@ -119,7 +119,7 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<BundleUpload, FhirError> {
     let Some(bundle_type) = bundle.str("type") else {
         return Err(FhirError::invalid(bundle.child_path("type"), "required"));
     };
-    let entries = match bundle.get("entry") {
+    let entries = match bundle.get("entry").map(|entry| entry.node()) {
         Some(Node::Entries(entries)) => entries.as_slice(),
         _ => &[],
     };
@@ -136,34 +136,25 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<BundleUpload, FhirError> {
     }
     let bundle_type = bundle_type.to_owned();
     // The results move out of the parsed body (the checks above only borrowed it).
-    let entries = match take_entries(node) {
+    let entries = match doc.take_entries() {
         Some(entries) => entries.into_iter().map(|entry| entry.result).collect(),
         None => Vec::new(),
     };
     Ok(BundleUpload { bundle_type, entries })
 }
 
-/// The entries of a Bundle [`Element::parse`] accepted: the value of its one non-null `entry` member.
-fn take_entries(node: Node<'_>) -> Option<Vec<ReadEntry>> {
-    let Node::Obj(members) = node else { return None };
-    members.into_iter().find_map(|member| match member.into_value() {
-        Node::Entries(entries) => Some(entries),
-        _ => None,
-    })
-}
-
 /// A non-null member of a JSON object, by its camelCase or else its snake_case key as sent (a `null` under the
 /// camelCase key hides the other, as in the reference's lookup).
-fn field<'n>(node: &'n Node<'n>, camel: &str, snake: &str) -> Option<&'n Node<'n>> {
+fn field<'n>(node: NodeRef<'n>, camel: &str, snake: &str) -> Option<NodeRef<'n>> {
     node.raw_get(camel).or_else(|| node.raw_get(snake)).filter(|node| !node.is_null())
 }
 
-fn parse_entry(entry: &Node<'_>, path: Path<'_>) -> Result<ObservationUpload, FhirError> {
+fn parse_entry(entry: NodeRef<'_>, path: Path<'_>) -> Result<ObservationUpload, FhirError> {
     let entry = Element::parse(entry, path, ENTRY)?;
     let Some(resource) = entry.get("resource") else {
         return Err(FhirError::invalid(entry.child_path("resource"), "required"));
     };
-    let resource_type = field(resource, "resourceType", "resource_type").and_then(Node::as_str);
+    let resource_type = field(resource, "resourceType", "resource_type").and_then(|node| node.as_str());
     if resource_type != Some("Observation") {
         return Err(FhirError::invalid(
             format!("{}.resource.resourceType", entry.path()),

@@ -12,8 +12,8 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::json::{
-    ATTACHMENT, CODEABLE_CONCEPT, CODING, Definition, Element, IDENTIFIER, Kind, Node, PERIOD, Path, Plan, REFERENCE,
-    check_json, quoted,
+    ATTACHMENT, CODEABLE_CONCEPT, CODING, Definition, Element, IDENTIFIER, Kind, Node, NodeRef, PERIOD, Path, Plan,
+    REFERENCE, check_json, quoted,
 };
 use super::{FhirError, UPLOAD_CODING_SYSTEMS};
 use crate::Identifier;
@@ -193,13 +193,13 @@ pub fn parse_observation(bytes: &[u8]) -> Result<ObservationUpload, FhirError> {
     if bytes.len() > MAX_OBSERVATION_BYTES {
         return Err(FhirError::TooLarge { path: PATH, size: bytes.len(), limit: MAX_OBSERVATION_BYTES });
     }
-    let node = super::json::parse(bytes, OBSERVATION_PLAN)
+    let doc = super::json::parse(bytes, OBSERVATION_PLAN)
         .map_err(|error| FhirError::Json { path: PATH, detail: error.to_string() })?;
-    observation_from_node(&node, PATH)
+    observation_from_node(doc.root(), PATH)
 }
 
 /// Parses one Observation read with [`OBSERVATION_PLAN`] (`path` names it in errors).
-pub(super) fn observation_from_node(node: &Node<'_>, path: &str) -> Result<ObservationUpload, FhirError> {
+pub(super) fn observation_from_node(node: NodeRef<'_>, path: &str) -> Result<ObservationUpload, FhirError> {
     route_to_jhe(node, path)?;
     let resource = Element::parse(node, Path::Root(path), OBSERVATION)?;
     if let Some(resource_type) = resource.str("resourceType")
@@ -262,17 +262,15 @@ pub(super) fn observation_from_node(node: &Node<'_>, path: &str) -> Result<Obser
 /// The reference stores an Observation as jhe-native only when one of its codings has the OMH system; anything
 /// else went to its generic store. Checked leniently (keys as sent, other elements unchecked), before the shape, as
 /// the reference does.
-fn route_to_jhe(node: &Node<'_>, path: &str) -> Result<(), FhirError> {
-    if !matches!(node, Node::Obj(_)) {
+fn route_to_jhe(node: NodeRef<'_>, path: &str) -> Result<(), FhirError> {
+    if !matches!(node.node(), Node::Obj(_)) {
         return Err(FhirError::invalid(path, "expected an object"));
     }
-    let codings = node.raw_get("code").and_then(|code| code.raw_get("coding")).and_then(Node::as_array);
+    let codings = node.raw_get("code").and_then(|code| code.raw_get("coding")).and_then(|codings| codings.as_array());
     let jhe_native = codings.is_some_and(|codings| {
         codings.iter().any(|coding| {
-            coding
-                .raw_get("system")
-                .and_then(Node::as_str)
-                .is_some_and(|system| UPLOAD_CODING_SYSTEMS.contains(&system))
+            let system = coding.raw_get("system").and_then(|system| system.as_str());
+            system.is_some_and(|system| UPLOAD_CODING_SYSTEMS.contains(&system))
         })
     });
     if jhe_native { Ok(()) } else { Err(FhirError::NotOpenMhealth { path: format!("{path}.code.coding") }) }
@@ -280,7 +278,11 @@ fn route_to_jhe(node: &Node<'_>, path: &str) -> Result<(), FhirError> {
 
 /// A FHIR `code`: non-empty, no leading, trailing or repeated whitespace.
 fn is_code(text: &str) -> bool {
-    !text.is_empty() && text.trim() == text && !text.contains("  ") && !text.contains(['\t', '\n', '\r'])
+    let bytes = text.as_bytes();
+    !text.is_empty()
+        && text.trim().len() == text.len()
+        && !bytes.windows(2).any(|pair| pair == b"  ")
+        && !bytes.iter().any(|b| matches!(b, b'\t' | b'\n' | b'\r'))
 }
 
 /// `identifier[*]`: every item is checked first, then their number, then that each has a value.
@@ -332,7 +334,9 @@ fn reference_id(reference: Option<&str>, resource_type: &str, path: impl FnOnce(
         return Err(FhirError::invalid(path(), format!("required; expected \"{resource_type}/<id>\"")));
     };
     let id = reference.strip_prefix(resource_type).and_then(|rest| rest.strip_prefix('/')).map(|rest| {
-        match rest.split_once("/_history/") {
+        // a plain `<id>`, the usual case, has no slash to look further for
+        let versioned = if rest.contains('/') { rest.split_once("/_history/") } else { None };
+        match versioned {
             Some((id, version)) if !version.is_empty() && !version.contains('/') => id,
             _ => rest,
         }

@@ -2,7 +2,7 @@ use serde_json::Value;
 
 use super::*;
 
-fn tree(text: &str) -> Node<'_> {
+fn tree(text: &str) -> Doc<'_> {
     parse(text.as_bytes(), Plan::Tree).unwrap()
 }
 
@@ -18,13 +18,13 @@ fn snake_case_keys_are_read_as_camel_case() {
 
 #[test]
 fn element_checks_names_types_and_duplicates() {
-    let node = tree(r#"{"system": "s", "code": "c", "_code": {"extension": []}, "display": null}"#);
-    let coding = Element::parse(&node, Path::Root("Coding"), CODING).unwrap();
+    let doc = tree(r#"{"system": "s", "code": "c", "_code": {"extension": []}, "display": null}"#);
+    let coding = Element::parse(doc.root(), Path::Root("Coding"), CODING).unwrap();
     assert_eq!(coding.str("code"), Some("c"));
-    assert_eq!(coding.get("display"), None);
+    assert!(coding.get("display").is_none());
 
     let check = |text: &str, definition| {
-        Element::parse(&tree(text), Path::Root("X"), definition).map(drop).map_err(|error| error.to_string())
+        Element::parse(tree(text).root(), Path::Root("X"), definition).map(drop).map_err(|error| error.to_string())
     };
     assert_eq!(check(r#"{"sytem": "s"}"#, CODING).unwrap_err(), "X.sytem: is not an element of this FHIR R5 type");
     assert_eq!(check(r#"{"code": 5}"#, CODING).unwrap_err(), "X.code: expected a string");
@@ -37,7 +37,7 @@ fn element_checks_names_types_and_duplicates() {
 #[test]
 fn repeated_keys_keep_the_first_position_and_the_last_value() {
     let check = |text: &str| {
-        Element::parse(&tree(text), Path::Root("X"), CODING)
+        Element::parse(tree(text).root(), Path::Root("X"), CODING)
             .map(|e| e.str("code").map(str::to_owned))
             .map_err(|e| e.to_string())
     };
@@ -47,11 +47,12 @@ fn repeated_keys_keep_the_first_position_and_the_last_value() {
     // past the point where keys are indexed rather than scanned
     let many: Vec<String> = (0..40).map(|i| format!(r#""k{i}": {i}"#)).collect();
     let text = format!(r#"{{{}, "k3": "three", "k39": null}}"#, many.join(", "));
-    let node = tree(&text);
-    let Node::Obj(members) = &node else { panic!("an object") };
+    let doc = tree(&text);
+    let root = doc.root();
+    let members = root.members().unwrap();
     assert_eq!(members.len(), 40);
-    assert_eq!(node.raw_get("k3"), Some(&Node::Str("three".into())));
-    assert_eq!(node.raw_get("k39"), Some(&Node::Null));
+    assert_eq!(root.raw_get("k3").map(|n| n.node()), Some(&Node::Str("three".into())));
+    assert_eq!(root.raw_get("k39").map(|n| n.node()), Some(&Node::Null));
     assert_eq!(members[3].raw, "k3");
 }
 
@@ -74,9 +75,9 @@ fn numbers_are_classed_as_serde_json_classes_them() {
         "123456789012345678901234567890",
     ] {
         let value: Value = serde_json::from_str(text).unwrap();
-        let node = tree(text);
+        let doc = tree(text);
         let expected = if value.is_i64() || value.is_u64() { Node::Int } else { Node::Float };
-        assert_eq!(node, expected, "{text}");
+        assert_eq!(doc.root().node(), &expected, "{text}");
     }
     for text in ["1e400", "-1e400", "01", "1.", ".5", "+1", "NaN"] {
         let value = serde_json::from_str::<Value>(text).unwrap_err().to_string();
@@ -131,16 +132,20 @@ fn plans_keep_only_what_they_name() {
     const PLAN: Plan = Plan::Fields(&[("kept", Plan::Tree), ("items", Plan::Tree)]);
     let text =
         r#"{"kept": {"a": "x\ny"}, "dropped": {"a": [1]}, "items": [{"b": 2}], "s": "t", "value_attachment": []}"#;
-    let node = parse(text.as_bytes(), PLAN).unwrap();
-    assert_eq!(node.raw_get("kept").and_then(|kept| kept.raw_get("a")), Some(&Node::Str("x\ny".into())));
-    assert_eq!(node.raw_get("dropped"), Some(&Node::Opaque(Opaque::Obj)));
-    assert_eq!(node.raw_get("items").and_then(Node::as_array).map(<[Node<'_>]>::len), Some(1));
-    assert_eq!(node.raw_get("s"), Some(&Node::Opaque(Opaque::Str)));
-    assert_eq!(node.raw_get("value_attachment"), Some(&Node::Opaque(Opaque::Arr)));
+    let doc = parse(text.as_bytes(), PLAN).unwrap();
+    let node = |key: &str| doc.root().raw_get(key).map(|node| node.node().clone());
+    let kept = doc.root().raw_get("kept").and_then(|kept| kept.raw_get("a")).map(|node| node.node().clone());
+    assert_eq!(kept, Some(Node::Str("x\ny".into())));
+    assert_eq!(node("dropped"), Some(Node::Opaque(Opaque::Obj)));
+    assert_eq!(doc.root().raw_get("items").and_then(|items| items.as_array()).map(|items| items.len()), Some(1));
+    assert_eq!(node("s"), Some(Node::Opaque(Opaque::Str)));
+    assert_eq!(node("value_attachment"), Some(Node::Opaque(Opaque::Arr)));
     // a kept string without escapes borrows from the body
-    let node = tree(r#"{"a": "plain", "b": "esc\u0061ped"}"#);
-    assert!(matches!(node.raw_get("a"), Some(Node::Str(Cow::Borrowed("plain")))));
-    assert!(matches!(node.raw_get("b"), Some(Node::Str(Cow::Owned(text))) if text == "escaped"));
+    let doc = tree(r#"{"a": "plain", "b": "esc\u0061ped"}"#);
+    assert!(matches!(doc.root().raw_get("a").map(|n| n.node()), Some(Node::Str(Cow::Borrowed("plain")))));
+    assert!(
+        matches!(doc.root().raw_get("b").map(|n| n.node()), Some(Node::Str(Cow::Owned(text))) if text == "escaped")
+    );
 }
 
 #[test]
@@ -155,4 +160,25 @@ fn paths_are_formatted_on_demand() {
 fn quoted_values_are_cut() {
     assert_eq!(quoted("Device/1"), "\"Device/1\"");
     assert_eq!(quoted(&"é".repeat(100)).chars().count(), 80 + 3);
+}
+
+/// Nested objects and arrays keep their own members and items (nested ones are finished, and stored, first).
+#[test]
+fn nested_containers_keep_their_own_members() {
+    let doc = tree(r#"{"a": {"b": [1, {"c": "d", "e": [true, "f"]}, "g"], "h": null}, "i": [[], {}], "j": "k"}"#);
+    let root = doc.root();
+    let a = root.raw_get("a").unwrap();
+    let b = a.raw_get("b").unwrap().as_array().unwrap();
+    let b: Vec<NodeRef<'_>> = b.iter().collect();
+    assert_eq!(b.len(), 3);
+    assert_eq!(b[0].node(), &Node::Int);
+    assert_eq!(b[1].raw_get("c").and_then(|c| c.as_str()), Some("d"));
+    let e: Vec<&Node<'_>> = b[1].raw_get("e").unwrap().as_array().unwrap().iter().map(|n| n.node()).collect();
+    assert_eq!(e, [&Node::Bool, &Node::Str("f".into())]);
+    assert_eq!(b[2].as_str(), Some("g"));
+    assert!(a.raw_get("h").unwrap().is_null());
+    let i = root.raw_get("i").unwrap().as_array().unwrap();
+    assert_eq!(i.len(), 2);
+    assert_eq!(root.raw_get("j").and_then(|j| j.as_str()), Some("k"));
+    assert_eq!(root.members().map(<[Member<'_>]>::len), Some(3));
 }
