@@ -5,7 +5,10 @@
 //! * all 10,000 first observations of one patient over HTTP at `_count=1000`, following `next` links: p50/p99;
 //! * the same through the real `jupyterhealth-client` (`list_observations(patient_id=…, limit=10000)`), if the venv
 //!   exists — there the client's own per-row work dominates;
-//! * `_summary=count` for one code over everything stored: p50/p99.
+//! * `_summary=count` for one code over everything stored: p50/p99;
+//! * the study-wide daily aggregate (`GET /api/v1/studies/{id}/observation_summary`: per patient, code and UTC day,
+//!   count, mean, min and max) beside the same query in DuckDB over the same published files and the same consent
+//!   set (`--duckdb-threads`, default the engine's thread count), both warm; DuckDB's time is its query alone.
 //!
 //! Run: `bench-load --patients 1000 --days 32` (≈ 100 M observations) prints `DATABASE_URL` and `JHE_DATA_DIR`; then
 //! `cargo build --release -p jhe-api -p jhe-benches` and
@@ -40,6 +43,15 @@ struct Args {
     /// Port for the jhe server
     #[arg(long, default_value_t = 18_095)]
     port: u16,
+    /// Threads DuckDB may use [default: the cores, as the engine]
+    #[arg(long)]
+    duckdb_threads: Option<usize>,
+    /// Only run the study aggregate (and DuckDB)
+    #[arg(long)]
+    aggregate_only: bool,
+    /// Skip the jupyterhealth-client scenario (its own per-row work takes most of a run)
+    #[arg(long)]
+    skip_client: bool,
 }
 
 #[tokio::main]
@@ -92,8 +104,26 @@ async fn main() -> anyhow::Result<()> {
         patients.len(),
         args.requests
     );
-    let mut rng = rand::rng();
 
+    if !args.aggregate_only {
+        latency_scenarios(&http, &base, &token, &args, &patients, &consenting_to_all).await?;
+    }
+    study_aggregate(&http, &base, &token, &args, &pool).await?;
+    server.kill().await.ok();
+    Ok(())
+}
+
+/// The per-request scenarios: a page, 10,000 rows, the Python client, `_summary=count`.
+async fn latency_scenarios(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    args: &Args,
+    patients: &[i64],
+    consenting_to_all: &[i64],
+) -> anyhow::Result<()> {
+    let (http, token) = (http.clone(), token.to_owned());
+    let mut rng = rand::rng();
     let mut page = Vec::with_capacity(args.requests);
     for round in 0..args.requests + 10 {
         let patient = patients.choose(&mut rng).context("a patient")?;
@@ -130,8 +160,8 @@ async fn main() -> anyhow::Result<()> {
     }
     report("one patient, 10,000 at _count=1000", walks);
 
-    if let Some(python) = jhe_tests::python() {
-        let patient = consenting_to_all[0];
+    if let Some(python) = jhe_tests::python().filter(|_| !args.skip_client) {
+        let patient = consenting_to_all.first().copied().context("a participant")?;
         let script = r#"
 import os, sys, time
 from jupyterhealth_client import JupyterHealthClient
@@ -150,7 +180,7 @@ print(f"{min(times):.3f} {sorted(times)[2]:.3f} {time.perf_counter() - started:.
 "#;
         let output = tokio::process::Command::new(&python)
             .args(["-c", script, &patient.to_string()])
-            .env("JHE_URL", &base)
+            .env("JHE_URL", base)
             .env("JHE_TOKEN", &token)
             .output()
             .await?;
@@ -181,7 +211,139 @@ print(f"{min(times):.3f} {sorted(times)[2]:.3f} {time.perf_counter() - started:.
         }
     }
     report(&format!("_summary=count, heart rate ({} rows)", total.unwrap_or(-1)), counts);
-    server.kill().await.ok();
+    Ok(())
+}
+
+/// Per patient, code and UTC day: count, mean, min, max; the same consent set as the API (the pairs a study-scoped
+/// read may see); `{files}` and `{allowed}` are replaced by the script.
+const DUCKDB_AGGREGATE: &str = r#"
+import json, sys, time, duckdb
+files, allowed, threads, runs = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+db = duckdb.connect()
+db.execute(f"SET threads = {threads}")
+db.execute("SET TimeZone = 'UTC'")
+db.execute("SET enable_progress_bar = false")
+db.execute(f"CREATE TABLE allowed AS SELECT * FROM read_csv('{allowed}', header = true, "
+           "columns = {'patient_id': 'BIGINT', 'coding_system': 'VARCHAR', 'coding_code': 'VARCHAR'})")
+query = """
+SELECT o.patient_id, o.coding_system, o.coding_code, date_trunc('day', o.effective_start) AS day,
+       count(*) AS count, avg(o.value) AS mean, min(o.value) AS min, max(o.value) AS max
+FROM read_parquet($files) o SEMI JOIN allowed a
+  ON o.patient_id = a.patient_id AND o.coding_system = a.coding_system AND o.coding_code = a.coding_code
+GROUP BY ALL ORDER BY 1, 2, 3, 4
+"""
+times = []
+for run in range(runs + 2):
+    started = time.perf_counter()
+    rows = db.execute(query, {"files": files}).fetchall()
+    elapsed = time.perf_counter() - started
+    if run >= 2:
+        times.append(elapsed)
+times.sort()
+print(json.dumps({"groups": len(rows), "rows": sum(r[4] for r in rows), "p50": times[len(times) // 2], "min": times[0]}))
+"#;
+
+/// The study-wide daily aggregate through the API, then DuckDB's time for the same answer over the same files.
+async fn study_aggregate(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    args: &Args,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<()> {
+    let study: i64 =
+        sqlx::query_scalar("SELECT id FROM studies WHERE name LIKE 'Wearables bench study %' ORDER BY id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await?
+            .context("no bench-load study in this database")?;
+    let runs = (args.requests / 20).clamp(3, 20);
+    let url = format!("{base}/api/v1/studies/{study}/observation_summary");
+    let mut times = Vec::with_capacity(runs);
+    let mut answer = (0_usize, 0_u64);
+    for round in 0..runs + 2 {
+        let started = Instant::now();
+        let body = get(http, &url, token).await?;
+        let elapsed = started.elapsed();
+        let results = body["results"].as_array().context("observation_summary: no results")?;
+        answer = (results.len(), results.iter().filter_map(|row| row["count"].as_u64()).sum());
+        if round >= 2 {
+            times.push(elapsed);
+        }
+    }
+    times.sort();
+    let jhe_p50 = times[times.len() / 2].as_secs_f64();
+    println!(
+        "{:<40} p50 {:>8.2} ms  min {:>8.2} ms  ({} groups, {} observations, {} samples)",
+        format!("study {study} daily aggregate (HTTP)"),
+        jhe_p50 * 1000.0,
+        times[0].as_secs_f64() * 1000.0,
+        answer.0,
+        answer.1,
+        times.len()
+    );
+
+    let Some(python) = jhe_tests::python() else {
+        println!("DuckDB comparison skipped: no Python venv (JHE_PYTHON)");
+        return Ok(());
+    };
+    let Some(data_dir) = args.data_dir.as_ref().filter(|_| std::env::var_os("JHE_OBJECT_STORE_URL").is_none()) else {
+        println!("DuckDB comparison skipped: it reads a local lake (JHE_DATA_DIR) only");
+        return Ok(());
+    };
+    let lake = std::fs::canonicalize(data_dir.join(jhe_processor::store::LOCAL_LAKE_DIR))?;
+    // the same consent set as the API's study-scoped read
+    let pairs = jhe_catalog::consented_pairs(
+        pool,
+        &jhe_catalog::ConsentQuery {
+            organizations: None,
+            patients: None,
+            study_id: Some(study),
+            organization_id: None,
+            codes: None,
+        },
+    )
+    .await?;
+    let files: Vec<String> =
+        sqlx::query_scalar("SELECT object_path FROM parquet_files WHERE state = 'published'").fetch_all(pool).await?;
+    let files: Vec<String> = files.iter().map(|path| lake.join(path).to_string_lossy().into_owned()).collect();
+    let scratch = tempfile::tempdir()?;
+    let files_path = scratch.path().join("files.json");
+    std::fs::write(&files_path, serde_json::to_vec(&files)?)?;
+    let allowed_path = scratch.path().join("allowed.csv");
+    let mut allowed = String::from("patient_id,coding_system,coding_code\n");
+    for pair in &pairs {
+        allowed.push_str(&format!("{},{},{}\n", pair.patient_id, pair.coding_system, pair.coding_code));
+    }
+    std::fs::write(&allowed_path, allowed)?;
+    let threads = args.duckdb_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    let output = tokio::process::Command::new(&python)
+        .arg("-c")
+        .arg(DUCKDB_AGGREGATE)
+        .arg(&files_path)
+        .arg(&allowed_path)
+        .arg(threads.to_string())
+        .arg(runs.to_string())
+        .output()
+        .await?;
+    ensure!(output.status.success(), "DuckDB run failed: {}", String::from_utf8_lossy(&output.stderr));
+    // the figures are the script's last line
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let figures: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).with_context(|| format!("DuckDB: {stdout}"))?;
+    let duck_p50 = figures["p50"].as_f64().context("DuckDB p50")?;
+    println!(
+        "{:<40} p50 {:>8.2} ms  min {:>8.2} ms  ({} groups, {} observations, {threads} threads); jhe/DuckDB {:.2}x",
+        "same aggregate in DuckDB (query only)",
+        duck_p50 * 1000.0,
+        figures["min"].as_f64().unwrap_or_default() * 1000.0,
+        figures["groups"],
+        figures["rows"],
+        jhe_p50 / duck_p50
+    );
+    ensure!(
+        figures["groups"].as_u64() == Some(answer.0 as u64) && figures["rows"].as_u64() == Some(answer.1),
+        "jhe and DuckDB disagree: jhe {answer:?}, DuckDB {figures}"
+    );
     Ok(())
 }
 

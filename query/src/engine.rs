@@ -1,12 +1,12 @@
 //! The query engine: one DataFusion session over the observation lake, searches planned per caller and executed
 //! on the engine's own runtime.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Int64Type;
+use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -14,20 +14,20 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
 use datafusion::physical_plan::collect;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::prelude::SessionConfig;
 use jhe_catalog::Caller;
 use jhe_schemas::ObservationRecord;
-use jhe_schemas::table::records_from_batch;
+use jhe_schemas::table::{COL_EFFECTIVE_START, COL_ID, records_from_batch};
 use object_store::ObjectStore;
 use sqlx::PgPool;
 
 use crate::access::AccessScope;
 use crate::error::{QueryError, Result};
 use crate::runtime::QueryRuntime;
-use crate::search::{Cursor, ObservationFilters, SearchPage, SearchRequest, SortOrder};
+use crate::search::{Cursor, ObservationFilters, SearchPage, SearchRequest, SortOrder, in_list_i64, timestamp};
 use crate::table::ObservationTable;
 
 /// The name of the observation table in plans.
@@ -166,7 +166,8 @@ impl QueryEngine {
         let Some((table, filters)) = self.table(caller, &filters).await? else {
             return Ok(None);
         };
-        let mut records = self.rows(table, &filters, &SortOrder::default(), 0, 1).await?;
+        let plan = scan(table, &filters)?.limit(0, Some(1))?.build()?;
+        let mut records = self.records(plan).await?;
         Ok(records.pop())
     }
 
@@ -213,6 +214,9 @@ impl QueryEngine {
         .await
     }
 
+    /// The rows of one page, in two passes: the page's ids (and effective starts) from the narrow columns, then
+    /// whole rows for just those ids. One pass would decode the bulky `omh_json` of every row the filters keep —
+    /// all of a patient's rows for a page of the default order — only for the sort to drop all but a page.
     async fn rows(
         &self,
         table: Arc<ObservationTable>,
@@ -221,9 +225,42 @@ impl QueryEngine {
         skip: usize,
         fetch: usize,
     ) -> Result<Vec<ObservationRecord>> {
-        let plan = scan(table, filters)?.sort(sort.sort_exprs())?.limit(skip, Some(fetch))?.build()?;
-        self.execute(plan, move |batches| {
-            let mut records = Vec::with_capacity(fetch);
+        let table = Arc::new(table.with_file_order(sort.file_order()));
+        let keys_plan = scan(Arc::clone(&table), filters)?
+            .sort(sort.sort_exprs())?
+            .limit(skip, Some(fetch))?
+            .project(vec![col(COL_ID), col(COL_EFFECTIVE_START)])?
+            .build()?;
+        let keys = self.execute(keys_plan, page_keys).await?;
+        let (Some(earliest), Some(latest)) =
+            (keys.iter().map(|(_, start)| *start).min(), keys.iter().map(|(_, start)| *start).max())
+        else {
+            return Ok(Vec::new());
+        };
+        // The effective-start bounds are implied by the ids; they let the catalog and the page index skip the
+        // files and pages that cannot hold them.
+        let mut row_filters = filters.to_vec();
+        row_filters.push(in_list_i64(COL_ID, keys.iter().map(|(id, _)| id)));
+        row_filters.push(col(COL_EFFECTIVE_START).gt_eq(timestamp(earliest)));
+        row_filters.push(col(COL_EFFECTIVE_START).lt_eq(timestamp(latest)));
+        let table = Arc::new(table.with_file_order(crate::table::FileOrder::Size));
+        let plan = scan(table, &row_filters)?.build()?;
+        let records = self.records(plan).await?;
+        // back into the page's order; ids are unique, so each position is taken once
+        let position: HashMap<i64, usize> = keys.iter().enumerate().map(|(at, (id, _))| (*id, at)).collect();
+        let mut slots: Vec<Option<ObservationRecord>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        for record in records {
+            if let Some(slot) = position.get(&record.id).and_then(|at| slots.get_mut(*at)) {
+                *slot = Some(record);
+            }
+        }
+        Ok(slots.into_iter().flatten().collect())
+    }
+
+    /// Every row `plan` yields, decoded.
+    async fn records(&self, plan: LogicalPlan) -> Result<Vec<ObservationRecord>> {
+        self.execute(plan, |batches| {
+            let mut records = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
             for batch in &batches {
                 records.extend(records_from_batch(batch)?);
             }
@@ -260,4 +297,21 @@ pub(crate) fn scan(table: Arc<ObservationTable>, filters: &[Expr]) -> Result<Log
         Some(predicate) => builder.filter(predicate)?,
         None => builder,
     })
+}
+
+/// The (id, effective start) pairs of a key plan's rows, in order.
+fn page_keys(batches: Vec<RecordBatch>) -> Result<Vec<(i64, i64)>> {
+    let mut keys = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
+    for batch in &batches {
+        let (Some(ids), Some(starts)) = (
+            batch.column(0).as_primitive_opt::<Int64Type>(),
+            batch.column(1).as_primitive_opt::<TimestampMicrosecondType>(),
+        ) else {
+            return Err(QueryError::DataFusion(datafusion::error::DataFusionError::Internal(
+                "page keys of an unexpected type".to_owned(),
+            )));
+        };
+        keys.extend(ids.values().iter().copied().zip(starts.values().iter().copied()));
+    }
+    Ok(keys)
 }

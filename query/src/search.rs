@@ -245,6 +245,18 @@ impl SortOrder {
             .join(",")
     }
 
+    /// The order in which a scan for this order should open its files (its first key decides).
+    pub(crate) fn file_order(&self) -> crate::table::FileOrder {
+        use crate::table::FileOrder;
+        match self.fields.first() {
+            Some(SortField { key: SortKey::LastUpdated, descending }) => {
+                FileOrder::LastUpdated { descending: *descending }
+            }
+            Some(SortField { key: SortKey::Date, descending }) => FileOrder::EffectiveStart { descending: *descending },
+            Some(SortField { key: SortKey::Id, .. }) | None => FileOrder::Size,
+        }
+    }
+
     pub(crate) fn sort_exprs(&self) -> Vec<SortExpr> {
         // every sort column is non-null, so where nulls go does not matter
         self.fields.iter().map(|field| col(field.key.column()).sort(!field.descending, false)).collect()

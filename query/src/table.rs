@@ -13,7 +13,8 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use chrono::Utc;
 use datafusion::catalog::Session;
-use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::common::stats::Precision;
+use datafusion::common::{ColumnStatistics, DFSchema, Result as DfResult, Statistics};
 use datafusion::datasource::TableProvider;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -26,8 +27,12 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExecBuilder;
+use datafusion::scalar::ScalarValue;
 use jhe_catalog::{FileFilter, ParquetFileRow};
-use jhe_schemas::table::{COL_CODING_CODE, COL_CODING_SYSTEM, COL_PATIENT_ID, observation_schema};
+use jhe_schemas::table::{
+    COL_CODING_CODE, COL_CODING_SYSTEM, COL_EFFECTIVE_START, COL_LAST_UPDATED, COL_PATIENT_ID, TIMEZONE,
+    observation_schema,
+};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 use sqlx::PgPool;
@@ -39,20 +44,41 @@ use crate::prune::PruningHints;
 /// page index fits, so the metadata usually costs one request.
 const METADATA_SIZE_HINT: usize = 64 * 1024;
 
+/// The order a scan opens its files in. A plan with a sort and a limit (a search page) narrows a dynamic filter
+/// on the sort key as it finds rows, and DataFusion skips a file whose catalog statistics (attached to every
+/// file) cannot beat it without reading anything; that works best when the files likely to hold the page come
+/// first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum FileOrder {
+    /// Largest first (balances the partitions of a full scan).
+    #[default]
+    Size,
+    /// Newest `last_updated` first (or oldest, with `descending: false`).
+    LastUpdated { descending: bool },
+    /// Latest `effective_start` first (or earliest, with `descending: false`).
+    EffectiveStart { descending: bool },
+}
+
 /// The observations one caller may see. Cheap to build: one per search.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ObservationTable {
     pool: PgPool,
     store_url: ObjectStoreUrl,
     scope: Arc<AccessScope>,
     schema: SchemaRef,
+    file_order: FileOrder,
 }
 
 impl ObservationTable {
     /// The table of the files catalogued in `pool`, read from the object store registered under `store_url` in the
     /// session's runtime, restricted to `scope`.
     pub fn new(pool: PgPool, store_url: ObjectStoreUrl, scope: Arc<AccessScope>) -> Self {
-        Self { pool, store_url, scope, schema: observation_schema() }
+        Self { pool, store_url, scope, schema: observation_schema(), file_order: FileOrder::Size }
+    }
+
+    /// The same table, opening its files in `order`.
+    pub(crate) fn with_file_order(&self, order: FileOrder) -> Self {
+        Self { file_order: order, ..self.clone() }
     }
 
     /// The published files that may hold rows matching `hints` that the scope allows.
@@ -96,7 +122,9 @@ impl ObservationTable {
 }
 
 /// The catalog row as the Parquet source wants it: the key as stored (already encoded: `parse`, not `from`), the
-/// size it was written with (no HEAD request) and the file's Arrow schema (no decoding of the embedded one).
+/// size it was written with (no HEAD request), the file's Arrow schema (no decoding of the embedded one) and the
+/// catalog's statistics of the file, so DataFusion can skip it before opening it (a patient outside its range, a
+/// page's sort-key bound it cannot beat).
 fn partitioned_file(file: &ParquetFileRow, schema: &SchemaRef) -> DfResult<PartitionedFile> {
     let location = Path::parse(&file.object_path).map_err(|error| DataFusionError::External(Box::new(error)))?;
     let meta = ObjectMeta {
@@ -107,15 +135,64 @@ fn partitioned_file(file: &ParquetFileRow, schema: &SchemaRef) -> DfResult<Parti
         e_tag: None,
         version: None,
     };
-    Ok(PartitionedFile::new_from_meta(meta).with_arrow_schema(Arc::clone(schema)))
+    Ok(PartitionedFile::new_from_meta(meta)
+        .with_arrow_schema(Arc::clone(schema))
+        .with_statistics(Arc::new(file_statistics(file, schema))))
 }
 
-/// Splits files into at most `partitions` groups of similar size (largest first, each to the lightest group).
-fn file_groups(mut files: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
-    files.sort_by_key(|file| std::cmp::Reverse(file.object_meta.size));
+/// What the catalog knows of a file's columns. Everything is `Inexact`: it bounds the values (pruning uses it)
+/// but never stands in for reading them (no answer is computed from it).
+fn file_statistics(file: &ParquetFileRow, schema: &SchemaRef) -> Statistics {
+    let time = |at: chrono::DateTime<Utc>| {
+        Precision::Inexact(ScalarValue::TimestampMicrosecond(Some(at.timestamp_micros()), Some(Arc::from(TIMEZONE))))
+    };
+    let bounded = |min: Precision<ScalarValue>, max: Precision<ScalarValue>| ColumnStatistics {
+        null_count: Precision::Inexact(0),
+        min_value: min,
+        max_value: max,
+        ..ColumnStatistics::new_unknown()
+    };
+    let text = |value: &str| Precision::Inexact(ScalarValue::Utf8(Some(value.to_owned())));
+    let column_statistics = schema
+        .fields()
+        .iter()
+        .map(|field| match field.name().as_str() {
+            COL_PATIENT_ID => bounded(
+                Precision::Inexact(ScalarValue::Int64(Some(file.min_patient_id))),
+                Precision::Inexact(ScalarValue::Int64(Some(file.max_patient_id))),
+            ),
+            COL_EFFECTIVE_START => bounded(time(file.min_effective_start), time(file.max_effective_start)),
+            COL_LAST_UPDATED => bounded(time(file.min_last_updated), time(file.max_last_updated)),
+            COL_CODING_SYSTEM => bounded(text(&file.coding_system), text(&file.coding_system)),
+            COL_CODING_CODE => bounded(text(&file.coding_code), text(&file.coding_code)),
+            _ => ColumnStatistics::new_unknown(),
+        })
+        .collect();
+    Statistics {
+        num_rows: Precision::Inexact(usize::try_from(file.row_count).unwrap_or_default()),
+        total_byte_size: Precision::Absent,
+        column_statistics,
+    }
+}
+
+/// The sort key of `file` under `order`, larger first.
+fn file_rank(file: &ParquetFileRow, order: FileOrder) -> i64 {
+    match order {
+        FileOrder::Size => file.size_bytes,
+        FileOrder::LastUpdated { descending: true } => file.max_last_updated.timestamp_micros(),
+        FileOrder::LastUpdated { descending: false } => -file.min_last_updated.timestamp_micros(),
+        FileOrder::EffectiveStart { descending: true } => file.max_effective_start.timestamp_micros(),
+        FileOrder::EffectiveStart { descending: false } => -file.min_effective_start.timestamp_micros(),
+    }
+}
+
+/// Splits files into at most `partitions` groups of similar size, each opening its files in `order`: files
+/// are dealt in that order, each to the group with the fewest bytes so far.
+fn file_groups(mut files: Vec<(i64, PartitionedFile)>, partitions: usize) -> Vec<FileGroup> {
+    files.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
     let count = partitions.clamp(1, files.len().max(1));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..count).map(|_| (0, Vec::new())).collect();
-    for file in files {
+    for (_, file) in files {
         if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
             lightest.0 += file.object_meta.size;
             lightest.1.push(file);
@@ -171,7 +248,10 @@ impl TableProvider for ObservationTable {
             .with_enable_page_index(true)
             .with_metadata_size_hint(METADATA_SIZE_HINT)
             .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, metadata_cache)));
-        let files = files.iter().map(|file| partitioned_file(file, &self.schema)).collect::<DfResult<Vec<_>>>()?;
+        let files = files
+            .iter()
+            .map(|file| Ok((file_rank(file, self.file_order), partitioned_file(file, &self.schema)?)))
+            .collect::<DfResult<Vec<_>>>()?;
         let partitions = state.config_options().execution.target_partitions;
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_projection_indices(Some(columns))?
