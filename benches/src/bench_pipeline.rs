@@ -1126,6 +1126,10 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
     );
     table.row("files written (processor)", format!("{} files, {}", files.level0_files, fmt_bytes(files.level0_bytes)));
     table.row("ingest commit (per request)", histogram_line(&rendered, "jhe_ingest_commit_seconds"));
+    // the stages of a request: parse + checks (on the blocking pool), identifier claims, log write
+    table.row("  parse + checks", histogram_line(&rendered, "jhe_ingest_check_seconds"));
+    table.row("  identifier claims", histogram_line(&rendered, "jhe_ingest_claims_seconds"));
+    table.row("  log write", histogram_line(&rendered, "jhe_ingest_log_write_seconds"));
     table.row("processor flushes", histogram_line(&rendered, "jhe_processor_flush_seconds"));
     table.row("machine load (1 min) before / after", format!("{load_before} / {}", load_average()));
     table.print();

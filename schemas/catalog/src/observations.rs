@@ -27,35 +27,52 @@ pub struct IdentifierClaim {
 /// Reserves every claim whose `(system, value)` is still free, in one statement. Returns, for each claim in
 /// order, whether it now belongs to its observation (true also when it already did: replays are idempotent).
 /// When two claims in `claims` name the same pair, the first one wins.
+///
+/// This is on every upload's path, so a clean request (every pair free: the normal case) costs one statement that
+/// inserts and sends nothing back. Only pairs that were already taken come back, and only their owners are read
+/// again, in a second statement that sees every committed claim (a concurrent upload's included).
 pub async fn reserve_identifiers(pool: &PgPool, claims: &[IdentifierClaim]) -> Result<Vec<bool>> {
     if claims.is_empty() {
         return Ok(Vec::new());
     }
-    let systems: Vec<&str> = claims.iter().map(|c| c.system.as_str()).collect();
-    let values: Vec<&str> = claims.iter().map(|c| c.value.as_str()).collect();
-    let ids: Vec<i64> = claims.iter().map(|c| c.observation_id).collect();
-    // Insert the free pairs (the first claim per pair wins: DISTINCT ON keeps the lowest ordinality), then read
-    // the owner of every pair in the same statement.
-    let owners = sqlx::query!(
+    // distinct pairs, each with the id of its first claim, and the pair of every claim
+    let mut pair_of_claim: Vec<usize> = Vec::with_capacity(claims.len());
+    let mut firsts: Vec<&IdentifierClaim> = Vec::with_capacity(claims.len());
+    {
+        let mut seen: HashMap<(&str, &str), usize> = HashMap::with_capacity(claims.len());
+        for claim in claims {
+            let pair = *seen.entry((claim.system.as_str(), claim.value.as_str())).or_insert_with(|| {
+                firsts.push(claim);
+                firsts.len() - 1
+            });
+            pair_of_claim.push(pair);
+        }
+    }
+    // Insert in one global order (bytewise by pair): two requests racing for overlapping pairs then wait on each
+    // other in the same order and cannot deadlock.
+    let mut order: Vec<usize> = (0..firsts.len()).collect();
+    order.sort_unstable_by(|&a, &b| (&firsts[a].system, &firsts[a].value).cmp(&(&firsts[b].system, &firsts[b].value)));
+    let systems: Vec<&str> = order.iter().map(|&pair| firsts[pair].system.as_str()).collect();
+    let values: Vec<&str> = order.iter().map(|&pair| firsts[pair].value.as_str()).collect();
+    let ids: Vec<i64> = order.iter().map(|&pair| firsts[pair].observation_id).collect();
+    // Back come the ordinals (in `order`) of the pairs that were not inserted, and only when fewer were inserted
+    // than tried. MATERIALIZED keeps `claim` to one evaluation (the insert and the check read the same rows).
+    let taken: Vec<i64> = sqlx::query_scalar!(
         r#"
-        WITH claim AS (
+        WITH claim AS MATERIALIZED (
             SELECT system, value, observation_id, ord
             FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS c(system, value, observation_id, ord)
-        ), first_claim AS (
-            SELECT DISTINCT ON (system, value) system, value, observation_id FROM claim ORDER BY system, value, ord
         ), inserted AS (
             INSERT INTO observation_identifiers (system, value, observation_id)
-            SELECT system, value, observation_id FROM first_claim
+            SELECT system, value, observation_id FROM claim
             ON CONFLICT (system, value) DO NOTHING
-            RETURNING system, value, observation_id
+            RETURNING system, value
         )
-        SELECT claim.ord AS "ord!",
-               COALESCE(inserted.observation_id, existing.observation_id) AS "owner"
-        FROM claim
-        LEFT JOIN inserted ON inserted.system = claim.system AND inserted.value = claim.value
-        LEFT JOIN observation_identifiers existing
-               ON existing.system = claim.system AND existing.value = claim.value
-        ORDER BY claim.ord
+        SELECT claim.ord AS "ord!" FROM claim
+        WHERE (SELECT count(*) FROM inserted) < (SELECT count(*) FROM claim)
+          AND NOT EXISTS (
+              SELECT 1 FROM inserted WHERE inserted.system = claim.system AND inserted.value = claim.value
+          )
         "#,
         &systems as &[&str],
         &values as &[&str],
@@ -63,7 +80,28 @@ pub async fn reserve_identifiers(pool: &PgPool, claims: &[IdentifierClaim]) -> R
     )
     .fetch_all(pool)
     .await?;
-    Ok(owners.iter().zip(claims).map(|(row, claim)| row.owner == Some(claim.observation_id)).collect())
+
+    // The owner of every pair: its first claim's id, unless it was taken already.
+    let mut owner: Vec<Option<i64>> = firsts.iter().map(|claim| Some(claim.observation_id)).collect();
+    if !taken.is_empty() {
+        let mut uncertain = Vec::with_capacity(taken.len());
+        for ord in taken {
+            let pair = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|position| order.get(position).copied())
+                .ok_or_else(|| sqlx::Error::Protocol(format!("identifier claim ordinal {ord} out of range")))?;
+            uncertain.push(pair);
+        }
+        // A fresh statement sees every committed claim. A pair whose owner was released meanwhile reads as free
+        // and is not granted: the upload is refused as a duplicate, as it would have been a moment earlier.
+        let pairs: Vec<(String, String)> =
+            uncertain.iter().map(|&pair| (firsts[pair].system.clone(), firsts[pair].value.clone())).collect();
+        let owners = identifier_owners(pool, &pairs).await?;
+        for (&pair, key) in uncertain.iter().zip(&pairs) {
+            owner[pair] = owners.get(key).copied();
+        }
+    }
+    Ok(claims.iter().zip(&pair_of_claim).map(|(claim, &pair)| owner[pair] == Some(claim.observation_id)).collect())
 }
 
 /// One identifier claim borrowed from the record that carries it (see [`claim_identifiers`]).

@@ -219,3 +219,69 @@ async fn claim_identifiers_grants_what_reserve_identifiers_grants() {
     };
     assert_eq!(owners("urn:a").await, owners("urn:b").await, "the same owners in the end");
 }
+
+#[tokio::test]
+async fn reserve_grants_free_pairs_once_and_replays_again() {
+    let db = TestDb::create().await;
+    let pool = &db.pool;
+    assert!(reserve_identifiers(pool, &[]).await.unwrap().is_empty());
+    // taken before the request
+    reserve_identifiers(pool, &[claim("urn:app", "taken", 1)]).await.unwrap();
+    let request = vec![
+        claim("urn:app", "b", 3),
+        claim("urn:app", "a", 2),
+        // a later entry of the same request naming the same pair loses
+        claim("urn:app", "a", 4),
+        claim("urn:app", "taken", 5),
+        // one observation naming a pair twice keeps it
+        claim("", "c", 6),
+        claim("", "c", 6),
+    ];
+    assert_eq!(reserve_identifiers(pool, &request).await.unwrap(), vec![true, true, false, false, true, true]);
+    assert_eq!(owner(pool, "urn:app", "a").await, Some(2));
+    assert_eq!(owner(pool, "urn:app", "taken").await, Some(1));
+    assert_eq!(claimed_rows(pool).await, 4);
+    // a replay of the request (same ids) is granted what it was granted, and writes nothing
+    assert_eq!(reserve_identifiers(pool, &request).await.unwrap(), vec![true, true, false, false, true, true]);
+    assert_eq!(claimed_rows(pool).await, 4);
+}
+
+/// Uploads racing for overlapping identifiers, listed in different orders: none fails (no deadlock between the
+/// inserts), and every pair is granted to exactly one of them.
+#[tokio::test]
+async fn concurrent_reservations_of_overlapping_pairs_grant_each_pair_once() {
+    let db = TestDb::create().await;
+    let pool = &db.pool;
+    let uploads: Vec<Vec<IdentifierClaim>> = (0..8i64)
+        .map(|upload| {
+            let mut values: Vec<i64> = (0..200).collect();
+            // a different order per upload: reversed, or rotated
+            if upload % 2 == 0 {
+                values.reverse();
+            }
+            values.rotate_left((upload * 37) as usize % 200);
+            values.iter().map(|v| claim("urn:race", &format!("v{v}"), upload * 1000 + v)).collect()
+        })
+        .collect();
+    let handles: Vec<_> = uploads
+        .iter()
+        .cloned()
+        .map(|claims| {
+            let pool = pool.clone();
+            tokio::spawn(async move { reserve_identifiers(&pool, &claims).await })
+        })
+        .collect();
+    let mut granted_per_pair = vec![0; 200];
+    for (upload, handle) in handles.into_iter().enumerate() {
+        let granted = handle.await.expect("task").expect("reserve without a deadlock");
+        for (claim, granted) in uploads[upload].iter().zip(granted) {
+            if granted {
+                let value: usize = claim.value[1..].parse().unwrap();
+                granted_per_pair[value] += 1;
+                assert_eq!(owner(pool, "urn:race", &claim.value).await, Some(claim.observation_id));
+            }
+        }
+    }
+    assert!(granted_per_pair.iter().all(|&count| count == 1), "{granted_per_pair:?}");
+    assert_eq!(claimed_rows(pool).await, 200);
+}
