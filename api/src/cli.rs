@@ -50,6 +50,9 @@ pub enum Command {
     /// Bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The OAuth provider's ID-token signing keys.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
     /// Validate Open mHealth / IEEE 1752 data points: prints one line per invalid point, exits 1 if any is
     /// invalid (2 on usage or I/O errors).
     Validate(ValidateArgs),
@@ -73,6 +76,13 @@ pub struct ValidateArgs {
 pub enum TokenCommand {
     /// Print a new bearer token for a user.
     Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Generate a new RS256 key that signs ID tokens from now on; the old keys stay in the JWKS until the ID tokens
+    /// they signed have expired (JHE_ID_TOKEN_LIFETIME_SECONDS). Prints the new key's id (kid).
+    Rotate(DatabaseArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -360,6 +370,7 @@ pub async fn run_server(
         query: plane.query.take(),
         metrics,
         audit,
+        token_cache: crate::token_cache::TokenCache::from_env(),
     };
     tracing::info!(listen = %config.listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
     let http_stop = stop.clone();

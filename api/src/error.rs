@@ -111,3 +111,100 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// 410 Gone with `{"detail": …}`: a REST answer no `ErrorKind` names (an expired invitation, §7.4).
+pub(crate) fn gone(detail: &str) -> Response {
+    (StatusCode::GONE, axum::Json(json!({ "detail": detail }))).into_response()
+}
+
+/// An OAuth 2 error (RFC 6749 §5.2, RFC 6750 §3, RFC 7009, RFC 7662): `{"error", "error_description"}` with the
+/// status each RFC names. The `/o/` endpoints answer only these, never `{"detail": …}`.
+#[derive(Debug)]
+pub(crate) struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    /// the WWW-Authenticate challenge: `Basic` for client authentication, `Bearer` for resource requests
+    challenge: Option<&'static str>,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OAuthError { status, error, description: description.into(), challenge: None }
+    }
+
+    pub(crate) fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// Client authentication failed: 401 with a Basic challenge (RFC 6749 §5.2).
+    pub(crate) fn invalid_client(description: impl Into<String>) -> Self {
+        OAuthError {
+            challenge: Some("Basic realm=\"jhe\""),
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+        }
+    }
+
+    pub(crate) fn invalid_grant(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", description)
+    }
+
+    pub(crate) fn unauthorized_client(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+    }
+
+    pub(crate) fn unsupported_grant_type(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", description)
+    }
+
+    /// A bearer token that is unknown, expired or revoked (RFC 6750 §3.1).
+    pub(crate) fn invalid_token(description: impl Into<String>) -> Self {
+        OAuthError {
+            challenge: Some("Bearer realm=\"jhe\", error=\"invalid_token\""),
+            ..Self::new(StatusCode::UNAUTHORIZED, "invalid_token", description)
+        }
+    }
+
+    pub(crate) fn insufficient_scope(description: impl Into<String>) -> Self {
+        OAuthError {
+            challenge: Some("Bearer realm=\"jhe\", error=\"insufficient_scope\""),
+            ..Self::new(StatusCode::FORBIDDEN, "insufficient_scope", description)
+        }
+    }
+
+    pub(crate) fn server_error() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error; the server log has the details")
+    }
+
+    pub(crate) fn error_code(&self) -> &'static str {
+        self.error
+    }
+}
+
+impl From<jhe_catalog::Error> for OAuthError {
+    fn from(error: jhe_catalog::Error) -> Self {
+        tracing::error!(error = %error, "control plane error in the OAuth provider");
+        match error.kind() {
+            ErrorKind::Unavailable => OAuthError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the database is unavailable; try again shortly",
+            ),
+            _ => OAuthError::server_error(),
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.error, "error_description": self.description });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(challenge) = self.challenge {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+}

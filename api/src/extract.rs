@@ -97,7 +97,8 @@ impl FromRequestParts<AppState> for Auth {
         if token.is_empty() || token.len() > 512 {
             return Err(ApiError::unauthenticated());
         }
-        match jhe_catalog::authenticate(&state.pool, token).await? {
+        // cached for at most a few seconds (token_cache.rs); revocations through this process evict at once
+        match state.token_cache.authenticate(&state.pool, token).await? {
             Some(caller) => {
                 if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
                     slot.set_user(caller.user_id);

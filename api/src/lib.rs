@@ -11,6 +11,8 @@ mod openapi;
 mod paging;
 pub mod pipeline;
 mod routes;
+mod smart_scopes;
+pub mod token_cache;
 pub mod validate_cmd;
 
 use axum::Router;
@@ -18,6 +20,9 @@ use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// ID-token signing keys of the OAuth provider (`rotate_signing_key` makes a new key sign from now on).
+pub use routes::oauth::{KeyError, rotate_signing_key};
 
 /// The version `GET /health` reports.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
@@ -36,6 +41,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The audit trail of reads, searches and exports.
     pub audit: audit::AuditLog,
+    /// Recent bearer-token checks (`JHE_TOKEN_CACHE_TTL_MS`); cleared whenever this process changes tokens or users.
+    pub token_cache: token_cache::TokenCache,
 }
 
 impl AppState {
@@ -43,7 +50,8 @@ impl AppState {
     /// current runtime).
     pub fn new(pool: PgPool) -> Self {
         let audit = audit::AuditLog::start(pool.clone());
-        Self { pool, site_url: None, ingest: None, query: None, metrics: None, audit }
+        let token_cache = token_cache::TokenCache::from_env();
+        Self { pool, site_url: None, ingest: None, query: None, metrics: None, audit, token_cache }
     }
 }
 
@@ -61,7 +69,10 @@ impl std::fmt::Debug for AppState {
 
 /// The complete HTTP application.
 pub fn app(state: AppState) -> Router {
-    routes::router(state)
+    let cache = state.token_cache.clone();
+    routes::router(state).layer(axum::middleware::from_fn(move |request, next| {
+        token_cache::clear_after_writes(cache.clone(), request, next)
+    }))
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves.
@@ -70,6 +81,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // the OAuth provider's signing key is made on first start, not by the first login (RSA generation is slow)
+    if let Err(error) = routes::oauth::ensure_signing_key(&state.pool).await {
+        tracing::error!(%error, "could not prepare the ID-token signing key; OAuth requests will retry");
+    }
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

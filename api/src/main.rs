@@ -3,8 +3,8 @@
 use anyhow::Context;
 use clap::Parser;
 use jhe_api::cli::{
-    Cli, Command, FileConfig, ProcessConfig, ServerConfig, TokenCommand, database_url, prepare_database, run_processor,
-    run_server,
+    Cli, Command, FileConfig, ProcessConfig, ServerConfig, SigningKeyCommand, TokenCommand, database_url,
+    prepare_database, run_processor, run_server,
 };
 use jhe_api::validate_cmd;
 use tracing_subscriber::EnvFilter;
@@ -83,6 +83,14 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("creating a token for {}", args.email))?;
             println!("{}", token.token);
+            Ok(())
+        }
+        Command::SigningKey(SigningKeyCommand::Rotate(args)) => {
+            let pool = jhe_catalog::connect(&database_url(&args, &file), 2)
+                .await
+                .context("connecting to Postgres (set DATABASE_URL)")?;
+            let kid = jhe_api::rotate_signing_key(&pool).await.context("rotating the ID-token signing key")?;
+            println!("{kid}");
             Ok(())
         }
     }

@@ -1,6 +1,6 @@
 //! `/api/v1/invitation`: practitioners invite a patient to a patient app (jhe-compat §5.11, §7.4). The answer to
 //! the POST is the only place the raw token and the finished link ever appear. Redeeming (`POST
-//! /invitation/{token}`) belongs to the OAuth server.
+//! /invitation/{token}`) belongs to the OAuth server (`oauth/invitation.rs`).
 //!
 //! Closing the §13.2 gap: issuing needs the member or manager role in one of the patient's organizations (or a
 //! superuser), and reads are limited to invitations of patients the caller may see.
@@ -25,7 +25,9 @@ use serde_json::Value;
 pub(super) struct ApiDoc;
 
 pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/invitation", get(list).post(create)).route("/invitation/{id}", get(retrieve))
+    Router::new()
+        .route("/invitation", get(list).post(create))
+        .route("/invitation/{id}", get(retrieve).post(super::oauth::redeem_invitation))
 }
 
 /// What Python's `urllib.parse.quote` leaves alone (letters, digits, `_.-~` and `/`), so links match the

@@ -10,6 +10,7 @@ mod fhir_ingest;
 mod fhir_observations;
 mod fhir_read;
 mod invitations;
+pub(crate) mod oauth;
 mod observations;
 mod organizations;
 mod patients;
@@ -45,6 +46,7 @@ pub(crate) fn openapi_parts() -> Vec<utoipa::openapi::OpenApi> {
         practitioner_clients::ApiDoc::openapi(),
         settings::ApiDoc::openapi(),
         invitations::ApiDoc::openapi(),
+        oauth::InvitationApiDoc::openapi(),
         observations::ApiDoc::openapi(),
         audit_events::ApiDoc::openapi(),
         fhir_analytics::ApiDoc::openapi(),
@@ -76,6 +78,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(fhir_observations::routes())
         .merge(fhir_analytics::routes())
         .merge(fhir_export::routes())
+        .merge(oauth::routes())
         .nest("/api/v1", api)
         .merge(crate::openapi::routes())
         .fallback(not_found)

@@ -46,8 +46,13 @@ impl Caller {
     }
 }
 
-fn token_digest(token: &str) -> Vec<u8> {
+pub(crate) fn token_digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// sha256 of a bearer token: the key it is stored under (and cached under by the API's token cache).
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Issues a bearer token for the user with `email` (used by `jhe token create` and tests).
@@ -91,6 +96,7 @@ struct CallerRow {
     practitioner_id: Option<i64>,
     patient_id: Option<i64>,
     memberships: sqlx::types::Json<Vec<MembershipRow>>,
+    expires_at: DateTime<Utc>,
 }
 
 #[derive(Deserialize)]
@@ -102,35 +108,45 @@ struct MembershipRow {
 /// The caller behind `token`, if the token exists, has not expired and its user is active. A token of a
 /// client-credentials client acts as the client's owner.
 pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Caller>> {
+    Ok(authenticate_digest(pool, &token_sha256(token)).await?.map(|(caller, _)| caller))
+}
+
+/// As [`authenticate`], for a token given by its sha256, with the token's expiry (so a cache of the answer can
+/// stop trusting it exactly when the token expires).
+pub async fn authenticate_digest(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<(Caller, DateTime<Utc>)>> {
     let row = sqlx::query_as!(
         CallerRow,
         r#"SELECT u.id AS user_id, u.email, u.is_superuser, u.user_type,
                 pr.id AS "practitioner_id?", pa.id AS "patient_id?",
                 COALESCE((SELECT jsonb_agg(jsonb_build_object('organization_id', po.organization_id, 'role', po.role))
                           FROM practitioner_organizations po WHERE po.practitioner_id = pr.id), '[]'::jsonb)
-                    AS "memberships!: sqlx::types::Json<Vec<MembershipRow>>"
+                    AS "memberships!: sqlx::types::Json<Vec<MembershipRow>>",
+                t.expires_at
          FROM access_tokens t
          LEFT JOIN oauth_clients c ON c.id = t.client_pk
          JOIN users u ON u.id = COALESCE(t.user_id, c.owner_user_id)
          LEFT JOIN practitioners pr ON pr.user_id = u.id
          LEFT JOIN patients pa ON pa.user_id = u.id
          WHERE t.token_sha256 = $1 AND t.expires_at > now() AND u.is_active"#,
-        token_digest(token),
+        &digest[..],
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|row| Caller {
-        user_id: row.user_id,
-        email: row.email,
-        is_superuser: row.is_superuser,
-        user_type: row.user_type,
-        practitioner_id: row.practitioner_id,
-        patient_id: row.patient_id,
-        memberships: row
-            .memberships
-            .0
-            .into_iter()
-            .filter_map(|m| m.role.parse().ok().map(|role| (m.organization_id, role)))
-            .collect(),
+    Ok(row.map(|row| {
+        let caller = Caller {
+            user_id: row.user_id,
+            email: row.email,
+            is_superuser: row.is_superuser,
+            user_type: row.user_type,
+            practitioner_id: row.practitioner_id,
+            patient_id: row.patient_id,
+            memberships: row
+                .memberships
+                .0
+                .into_iter()
+                .filter_map(|m| m.role.parse().ok().map(|role| (m.organization_id, role)))
+                .collect(),
+        };
+        (caller, row.expires_at)
     }))
 }

@@ -1,0 +1,95 @@
+//! `POST /api/v1/invitation/{token}` (public): a patient app redeems an invitation link (jhe-compat §7.4) and gets an
+//! authorization code whose PKCE verifier is base64url(token) without padding, which only the link's holder knows.
+//! The app exchanges it at `/o/token/` like any code. Errors are REST `{"detail": …}` with the reference's statuses.
+
+use super::token::s256_challenge;
+use super::{CONFIG, clients_site_url};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, gone};
+use crate::extract::RequestUrl;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jhe_catalog::{INVITATION_TOKEN_LENGTH, Redemption};
+use jhe_schemas::ErrorKind;
+use serde_json::json;
+
+/// The scope the reference grants to invited patients.
+const INVITATION_SCOPE: &str = "openid email";
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "Invitation not found or already used.")
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(redeem_invitation))]
+pub(crate) struct InvitationApiDoc;
+
+/// `POST /api/v1/invitation/{token}`.
+#[utoipa::path(post, path = "/api/v1/invitation/{token}", tag = "invitation",
+    params(("token" = String, Path, description = "the 32-character invitation token (the part of the link's code after `_`)")),
+    responses((status = 200, description = "`{grant: {grant_type, redirect_uri, client_id, code}, token_endpoint, expires}`; exchange the code at the token endpoint with `code_verifier` = base64url(token) without padding"),
+              (status = 400, description = "the patient has no user account"),
+              (status = 403, description = "the invitation was cancelled"),
+              (status = 404, description = "no such invitation"),
+              (status = 409, description = "already used (outside the 12-hour retry window) or reissued"),
+              (status = 410, description = "expired")))]
+pub(crate) async fn redeem_invitation(
+    State(state): State<AppState>,
+    url: RequestUrl,
+    Path(token): Path<String>,
+) -> ApiResult<Response> {
+    if token.len() != INVITATION_TOKEN_LENGTH || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(not_found());
+    }
+    let redemption = jhe_catalog::redeem_invitation(&state.pool, &jhe_catalog::invitation_token_hash(&token)).await?;
+    let (user_id, client_pk, client_id) = match redemption {
+        Redemption::Redeemed { user_id, client_pk, client_id } => (user_id, client_pk, client_id),
+        Redemption::NotFound => return Err(not_found()),
+        Redemption::Expired => return Ok(gone("Invitation has expired.")),
+        Redemption::Used { reissued: false } => {
+            return Err(ApiError::new(ErrorKind::Conflict, "Invitation has already been used."));
+        }
+        Redemption::Used { reissued: true } => {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                "Invitation has been reissued; only the newest invitation link works.",
+            ));
+        }
+        Redemption::Cancelled => return Err(ApiError::forbidden("Invitation has been cancelled.")),
+        Redemption::NoUser => {
+            return Err(ApiError::bad_request("The invited patient has no user account to sign in with."));
+        }
+    };
+    let site = clients_site_url(&state, &url).await?;
+    let redirect_uri = format!("{site}/auth/callback");
+    let verifier = URL_SAFE_NO_PAD.encode(token.as_bytes());
+    let expires = chrono::Utc::now() + CONFIG.code_lifetime;
+    let code = jhe_catalog::create_grant(
+        &state.pool,
+        &jhe_catalog::NewGrant {
+            client_pk,
+            user_id,
+            redirect_uri: &redirect_uri,
+            scope: INVITATION_SCOPE,
+            code_challenge: &s256_challenge(&verifier),
+            nonce: None,
+            auth_time: chrono::Utc::now(),
+            lifetime: CONFIG.code_lifetime,
+        },
+    )
+    .await?;
+    // snake_case keys: they are the reference's camelization exceptions (§2.1)
+    Ok(axum::Json(json!({
+        "grant": {
+            "grant_type": "authorization_code",
+            "redirect_uri": redirect_uri,
+            "client_id": client_id,
+            "code": code,
+        },
+        "token_endpoint": format!("{site}/o/token/"),
+        "expires": expires.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    }))
+    .into_response())
+}
