@@ -61,10 +61,15 @@ async fn main() -> anyhow::Result<()> {
         args.requests
     );
     println!("idle RSS of `jhe serve`: {:.1} MiB", idle_rss as f64 / 1024.0);
+    // a deep page: the middle one of the organization's patients at 20 per page (page 250 with the default 10,000)
+    let deep_page = ((args.patients + 2) / 40).max(1);
     let scenarios = [
-        ("first page (20)", format!("{base}/api/v1/patients?organization_id={organization}")),
-        ("page 250 (20)", format!("{base}/api/v1/patients?organization_id={organization}&page=250")),
-        ("first page (100)", format!("{base}/api/v1/patients?organization_id={organization}&page_size=100")),
+        ("first page (20)".to_owned(), format!("{base}/api/v1/patients?organization_id={organization}")),
+        (
+            format!("page {deep_page} (20)"),
+            format!("{base}/api/v1/patients?organization_id={organization}&page={deep_page}"),
+        ),
+        ("first page (100)".to_owned(), format!("{base}/api/v1/patients?organization_id={organization}&page_size=100")),
     ];
     for (name, url) in &scenarios {
         let stats = measure(&http, url, &token, args.requests).await?;

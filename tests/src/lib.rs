@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use rand::distr::{Alphanumeric, SampleString};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 
@@ -265,6 +265,14 @@ impl TestServer {
             .await
             .unwrap_or_else(|e| panic!("token for {email}: {e}"))
             .token
+    }
+
+    /// A new practitioner API key (§5.5) of the practitioner holding `practitioner_token`: the Basic credentials of
+    /// a client-credentials client.
+    pub async fn practitioner_api_key(&self, practitioner_token: &str, label: &str) -> String {
+        let created = self.post("/api/v1/practitioner_clients", practitioner_token, json!({ "label": label })).await;
+        assert_eq!(created.status, 201, "creating API key {label}: {:?}", created.body);
+        created.body["key"].as_str().expect("the new key").to_owned()
     }
 
     pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {

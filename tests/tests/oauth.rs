@@ -690,9 +690,7 @@ async fn expired_or_revoked_tokens_are_refused_everywhere() {
 async fn practitioner_api_keys_get_client_credentials_tokens_acting_as_their_owner() {
     let server = TestServer::start().await.unwrap();
     let mary_token = server.token(seeded::MARY).await;
-    let created = server.post("/api/v1/practitioner_clients", &mary_token, json!({"label": "notebook"})).await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let key = created.body["key"].as_str().unwrap().to_owned();
+    let key = server.practitioner_api_key(&mary_token, "notebook").await;
 
     // the key is used verbatim as the Basic credentials (§7.5)
     let response = http()

@@ -3,7 +3,6 @@
 //! working exactly when it expires.
 
 use jhe_tests::{TestServer, seeded};
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 const PROFILE: &str = "/api/v1/users/profile";
@@ -15,9 +14,7 @@ const POLL: Duration = Duration::from_millis(50);
 async fn a_token_revoked_through_this_server_is_refused_on_the_next_request() {
     let server = TestServer::start().await.unwrap();
     let mary_token = server.token(seeded::MARY).await;
-    let created = server.post("/api/v1/practitioner_clients", &mary_token, json!({"label": "cache"})).await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    let key = created.body["key"].as_str().unwrap().to_owned();
+    let key = server.practitioner_api_key(&mary_token, "cache").await;
 
     let http = reqwest::Client::new();
     let issued: serde_json::Value = http
