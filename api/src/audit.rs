@@ -116,6 +116,19 @@ pub(crate) struct AuditRows(pub(crate) i64);
 #[derive(Debug, Clone)]
 pub(crate) struct AuditQuery(pub(crate) String);
 
+/// Records the parameters a `_search` body carried with the response, so its audit event names the whole query
+/// (the middleware sees only the URL's query string).
+pub(crate) fn with_body_query(
+    mut response: axum::response::Response,
+    params: &[(String, String)],
+) -> axum::response::Response {
+    if !params.is_empty() {
+        let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(params).finish();
+        response.extensions_mut().insert(AuditQuery(encoded));
+    }
+    response
+}
+
 /// What kind of audited access a request is, and the resource it names; `None`: not audited.
 fn classify(method: &Method, path: &str) -> Option<(&'static str, String)> {
     let (rest, fhir) = if let Some(rest) = path.strip_prefix("/FHIR/R5/") {

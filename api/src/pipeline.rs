@@ -32,6 +32,8 @@ pub struct PipelineConfig {
     /// Most records in one flush.
     pub flush_max_records: usize,
     pub schemas_dir: Option<PathBuf>,
+    /// The query engine's threads, memory and export file size.
+    pub query: jhe_query::QuerySettings,
 }
 
 impl PipelineConfig {
@@ -106,8 +108,7 @@ pub async fn start(
     let (store, prefix) = jhe_processor::store::open_store(config.object_store_url.as_deref(), &config.data_dir)
         .context("opening the object store")?;
     let query = if roles.ingest {
-        let settings = jhe_query::QuerySettings::default();
-        Some(jhe_query::QueryEngine::new(pool.clone(), std::sync::Arc::clone(&store), &settings)?)
+        Some(jhe_query::QueryEngine::new(pool.clone(), std::sync::Arc::clone(&store), &config.query)?)
     } else {
         None
     };

@@ -94,6 +94,8 @@ pub struct FileStats {
     pub max_effective_end: Option<DateTime<Utc>>,
     pub min_last_updated: DateTime<Utc>,
     pub max_last_updated: DateTime<Utc>,
+    /// (patient id, rows), sorted by patient: what lets a search count without reading the file.
+    pub patient_rows: Vec<(i64, i64)>,
 }
 
 /// An encoded Parquet file in memory, with its statistics.
@@ -124,6 +126,7 @@ impl EncodedFile {
             min_last_updated: stats.min_last_updated,
             max_last_updated: stats.max_last_updated,
             compaction_level,
+            patient_rows: stats.patient_rows.clone(),
         }
     }
 }
@@ -300,7 +303,29 @@ fn file_stats(batch: &RecordBatch) -> Result<FileStats, ParquetError> {
         max_effective_end: optional_instant(max(timestamps(COL_EFFECTIVE_END)?), COL_EFFECTIVE_END)?,
         min_last_updated: instant(min(last_updated), COL_LAST_UPDATED)?,
         max_last_updated: instant(max(last_updated), COL_LAST_UPDATED)?,
+        patient_rows: patient_rows(patient_id),
     })
+}
+
+/// (patient id, rows) of every patient in the column, sorted by patient. The rows of a file are sorted by
+/// patient, so this is one pass of run lengths; an unsorted column (a caller's mistake elsewhere) still counts
+/// right through the final merge.
+fn patient_rows(patient_id: &arrow::array::PrimitiveArray<Int64Type>) -> Vec<(i64, i64)> {
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for id in patient_id.iter().flatten() {
+        match runs.last_mut() {
+            Some((last, rows)) if *last == id => *rows += 1,
+            _ => runs.push((id, 1)),
+        }
+    }
+    if runs.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
+        let mut merged = std::collections::BTreeMap::new();
+        for (id, rows) in runs {
+            *merged.entry(id).or_insert(0) += rows;
+        }
+        return merged.into_iter().collect();
+    }
+    runs
 }
 
 /// Stores `bytes` at `path` (one put up to [`MULTIPART_THRESHOLD`], a multipart upload above) and returns the size

@@ -124,6 +124,27 @@ impl AccessScope {
         }
     }
 
+    /// Whether rows of (`system`, `code`) of `patient` are visible.
+    pub(crate) fn allows(&self, system: &str, code: &str, patient: i64) -> bool {
+        match &self.grant {
+            Grant::OwnData { patient_id } => *patient_id == patient,
+            Grant::Consented(pairs) => pairs
+                .get(&(system.to_owned(), code.to_owned()))
+                .is_some_and(|patients| patients.binary_search(&patient).is_ok()),
+        }
+    }
+
+    /// Every patient whose rows may be visible, sorted.
+    pub(crate) fn patients(&self) -> Vec<i64> {
+        match &self.grant {
+            Grant::OwnData { patient_id } => vec![*patient_id],
+            Grant::Consented(pairs) => {
+                let patients: BTreeSet<i64> = pairs.values().flatten().copied().collect();
+                patients.into_iter().collect()
+            }
+        }
+    }
+
     /// The one patient whose rows a scope allows, if it allows only one (for the catalog's patient filter).
     pub(crate) fn single_patient(&self) -> Option<i64> {
         match &self.grant {

@@ -15,14 +15,16 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
-use datafusion::physical_plan::collect;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::{collect, execute_stream};
 use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
 use jhe_catalog::Caller;
 use jhe_schemas::ObservationRecord;
 use jhe_schemas::table::{COL_EFFECTIVE_START, COL_ID, records_from_batch};
 use object_store::ObjectStore;
 use sqlx::PgPool;
+use tokio::sync::mpsc;
 
 use crate::access::AccessScope;
 use crate::error::{QueryError, Result};
@@ -43,6 +45,8 @@ pub struct QuerySettings {
     /// The most memory all running queries may hold (sorts, aggregates); beyond it a query fails with
     /// `unavailable` rather than the process running out of memory.
     pub memory_limit_bytes: usize,
+    /// Observations per file of a bulk export (`JHE_EXPORT_ROWS_PER_FILE`); a larger export is split into parts.
+    pub export_rows_per_file: u64,
 }
 
 impl Default for QuerySettings {
@@ -50,7 +54,28 @@ impl Default for QuerySettings {
         Self {
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             memory_limit_bytes: 1024 * 1024 * 1024,
+            export_rows_per_file: DEFAULT_EXPORT_ROWS_PER_FILE,
         }
+    }
+}
+
+/// A million observations: about 0.6 GB of NDJSON or 30 MB of Parquet per file, sizes notebooks read in one go.
+pub const DEFAULT_EXPORT_ROWS_PER_FILE: u64 = 1_000_000;
+
+impl QuerySettings {
+    /// The defaults, with `JHE_EXPORT_ROWS_PER_FILE` applied when set; a value that is not a positive integer
+    /// is an error naming the variable.
+    pub fn from_env() -> std::result::Result<Self, String> {
+        let mut settings = Self::default();
+        if let Ok(text) = std::env::var("JHE_EXPORT_ROWS_PER_FILE") {
+            settings.export_rows_per_file = text
+                .trim()
+                .parse()
+                .ok()
+                .filter(|rows| *rows > 0)
+                .ok_or_else(|| format!("JHE_EXPORT_ROWS_PER_FILE: `{text}` is not a positive integer"))?;
+        }
+        Ok(settings)
     }
 }
 
@@ -65,6 +90,7 @@ struct Inner {
     state: SessionState,
     store_url: ObjectStoreUrl,
     runtime: QueryRuntime,
+    export_rows_per_file: u64,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -99,7 +125,8 @@ impl QueryEngine {
                 "cannot start the query runtime: {error}"
             )))
         })?;
-        Ok(Self { inner: Arc::new(Inner { pool, state, store_url, runtime }) })
+        let export_rows_per_file = settings.export_rows_per_file.max(1);
+        Ok(Self { inner: Arc::new(Inner { pool, state, store_url, runtime, export_rows_per_file }) })
     }
 
     /// The control-plane pool the engine reads the catalog and consent from.
@@ -119,7 +146,7 @@ impl QueryEngine {
         let Some((table, filters)) = table else {
             return Ok(SearchPage { total: 0, records: Vec::new(), next: None });
         };
-        let total = self.count(Arc::clone(&table), &filters);
+        let total = self.total(Arc::clone(&table), &filters, &request.filters);
         if request.summary_count {
             let total = total.await?;
             tracing::debug!(
@@ -199,6 +226,65 @@ impl QueryEngine {
         }
         let table = ObservationTable::new(self.inner.pool.clone(), self.inner.store_url.clone(), Arc::new(scope));
         Ok(Some((Arc::new(table), filters.exprs())))
+    }
+
+    /// The exact number of rows a search matches: from the catalog's rows per file and patient when it can
+    /// ([`QueryEngine::catalog_total`]), else by counting a scan.
+    async fn total(&self, table: Arc<ObservationTable>, exprs: &[Expr], filters: &ObservationFilters) -> Result<u64> {
+        if let Some(total) = self.catalog_total(table.scope(), filters).await? {
+            return Ok(total);
+        }
+        self.count(table, exprs).await
+    }
+
+    /// The rows of a search that filters by nothing but patients, studies, organizations and exact (system, code)
+    /// pairs — the rows of the (code, patient) pairs the scope allows and the search asks for — summed from the
+    /// catalog without reading a file. `None` for any other search (dates, ids, identifiers, a code without its
+    /// system), or when a file of those codes was catalogued without its patient rows.
+    async fn catalog_total(&self, scope: &AccessScope, filters: &ObservationFilters) -> Result<Option<u64>> {
+        let plain = filters.ids.is_none()
+            && filters.effective.is_empty()
+            && filters.last_updated.is_empty()
+            && filters.patient_identifiers.is_empty()
+            && !filters.match_nothing
+            && filters.codes.iter().all(|alternatives| alternatives.iter().all(|code| code.pair().is_some()));
+        if !plain {
+            return Ok(None);
+        }
+        let wanted_codes = filters.code_pairs();
+        let codes: Option<Vec<(String, String)>> = match (scope.pairs(), &wanted_codes) {
+            (Some(allowed), Some(wanted)) => Some(allowed.into_iter().filter(|pair| wanted.contains(pair)).collect()),
+            (Some(allowed), None) => Some(allowed),
+            (None, Some(wanted)) => Some(wanted.iter().cloned().collect()),
+            (None, None) => None,
+        };
+        if codes.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Some(0));
+        }
+        // a patient's own read ignores the patient, study and organization filters (jhe-compat §4.3)
+        let wanted_patients = filters.patients.as_ref().filter(|_| !scope.is_own_data());
+        let patients: Vec<i64> =
+            scope.patients().into_iter().filter(|p| wanted_patients.is_none_or(|wanted| wanted.contains(p))).collect();
+        if patients.is_empty() {
+            return Ok(Some(0));
+        }
+        let Some(rows) =
+            jhe_catalog::published_patient_rows(&self.inner.pool, codes.as_deref(), Some(&patients)).await?
+        else {
+            return Ok(None);
+        };
+        let total: i64 = rows
+            .iter()
+            .filter(|row| {
+                scope.allows(&row.coding_system, &row.coding_code, row.patient_id)
+                    && wanted_codes
+                        .as_ref()
+                        .is_none_or(|wanted| wanted.contains(&(row.coding_system.clone(), row.coding_code.clone())))
+                    && wanted_patients.is_none_or(|wanted| wanted.contains(&row.patient_id))
+            })
+            .map(|row| row.rows)
+            .sum();
+        Ok(Some(u64::try_from(total).unwrap_or_default()))
     }
 
     async fn count(&self, table: Arc<ObservationTable>, filters: &[Expr]) -> Result<u64> {
@@ -290,6 +376,42 @@ impl QueryEngine {
             .await?
     }
 }
+
+impl QueryEngine {
+    /// Runs `plan` on the engine's runtime and hands its batches over as they come, at most
+    /// [`STREAM_BUFFER`] ahead of the consumer: a consumer slower than the scan (an export writing to object
+    /// storage) holds the scan back instead of the batches piling up in memory. Dropping the receiver stops the
+    /// plan.
+    pub(crate) async fn execute_stream(&self, plan: LogicalPlan) -> Result<mpsc::Receiver<Result<RecordBatch>>> {
+        let physical = self.inner.state.create_physical_plan(&plan).await?;
+        let context = self.inner.state.task_ctx();
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        self.inner.runtime.spawn(async move {
+            let mut stream = match execute_stream(physical, context) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let _ = sender.send(Err(error.into())).await;
+                    return;
+                }
+            };
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                if sender.send(batch.map_err(QueryError::from)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
+    /// Observations per export file.
+    pub(crate) fn export_rows_per_file(&self) -> u64 {
+        self.inner.export_rows_per_file
+    }
+}
+
+/// Batches a streamed plan may run ahead of its consumer.
+const STREAM_BUFFER: usize = 2;
 
 pub(crate) fn scan(table: Arc<ObservationTable>, filters: &[Expr]) -> Result<LogicalPlanBuilder> {
     let builder = LogicalPlanBuilder::scan(TABLE_NAME, provider_as_source(table), None)?;

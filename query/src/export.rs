@@ -1,26 +1,37 @@
 //! FHIR Bulk Data export (`Group/{study}/$export`): every observation of a study the caller may see, written to
-//! the lake's object store as one NDJSON file (one FHIR Observation per line, rendered as searches render them)
-//! or one Parquet file (the observation table's rows), under `exports/{job}/`.
+//! the lake's object store under `exports/{job}/` as NDJSON (one FHIR Observation per line, rendered as searches
+//! render them) or Parquet (the observation table's rows), in parts of at most
+//! [`crate::QuerySettings::export_rows_per_file`] observations (`Observation.1.ndjson`, `Observation.2.ndjson`, …).
 //!
 //! The read is one plan over the caller's [`crate::ObservationTable`] with the study filter, so the export holds
-//! exactly the rows a study-scoped search would page through: consent is applied inside the scan.
+//! exactly the rows a study-scoped search would page through: consent is applied inside the scan. The plan's
+//! batches are streamed into multipart uploads as they come ([`QueryEngine::execute_stream`]), so an export's
+//! memory does not grow with its size; only the sort by (patient, time, id) buffers, and it spills to disk.
 //!
-//! Not yet: the rows are collected before the file is written (the engine's memory limit bounds an export), and
-//! one file per resource type is written, not split into parts.
+//! An export that fails or is stopped ([`ExportControl::stop`]) leaves no file behind: the parts already written
+//! are deleted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::error::DataFusionError;
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use jhe_catalog::Caller;
 use jhe_schemas::table::{observation_schema, records_from_batch};
+use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{QueryEngine, scan};
 use crate::error::{QueryError, Result};
@@ -85,7 +96,7 @@ impl ExportFormat {
 pub struct ExportFile {
     /// The FHIR resource type of its rows.
     pub resource_type: String,
-    /// The file name within the job (`Observation.ndjson`).
+    /// The file name within the job (`Observation.1.ndjson`).
     pub name: String,
     /// Resources (rows) in the file.
     pub count: u64,
@@ -100,8 +111,48 @@ pub struct ExportRequest {
     pub format: ExportFormat,
 }
 
+/// How a running export is watched and stopped: the observations written so far, and a stop signal after which
+/// the export deletes what it wrote and returns `None`.
+#[derive(Debug, Clone, Default)]
+pub struct ExportControl {
+    written: Arc<AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl ExportControl {
+    /// Observations written to the export's files so far.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Stops the export at its next batch.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+}
+
+/// An export file being downloaded: its size, and its bytes as they are read from the store.
+pub struct ExportFileBody {
+    pub size: u64,
+    pub stream: BoxStream<'static, Result<Bytes>>,
+}
+
+impl std::fmt::Debug for ExportFileBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportFileBody").field("size", &self.size).finish_non_exhaustive()
+    }
+}
+
 fn store_error(error: object_store::Error) -> QueryError {
     QueryError::DataFusion(DataFusionError::ObjectStore(Box::new(error)))
+}
+
+fn external(error: impl std::error::Error + Send + Sync + 'static) -> QueryError {
+    QueryError::DataFusion(DataFusionError::External(Box::new(error)))
 }
 
 fn file_key(job: &str, name: &str) -> Path {
@@ -116,13 +167,117 @@ fn is_safe_segment(segment: &str) -> bool {
         && !segment.starts_with('.')
 }
 
+/// The file being written.
+enum PartWriter {
+    Ndjson(Box<BufWriter>),
+    Parquet(Box<AsyncArrowWriter<BufWriter>>),
+}
+
+/// One part of an export while it is written.
+struct Part {
+    name: String,
+    rows: u64,
+    writer: PartWriter,
+}
+
+impl Part {
+    fn open(store: &Arc<dyn ObjectStore>, job: &str, format: ExportFormat, index: usize) -> Result<Self> {
+        let name = format!("Observation.{index}.{}", format.extension());
+        let upload = BufWriter::new(Arc::clone(store), file_key(job, &name));
+        let writer = match format {
+            ExportFormat::Ndjson => PartWriter::Ndjson(Box::new(upload)),
+            ExportFormat::Parquet => {
+                let properties =
+                    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+                let writer =
+                    AsyncArrowWriter::try_new(upload, observation_schema(), Some(properties)).map_err(external)?;
+                PartWriter::Parquet(Box::new(writer))
+            }
+        };
+        Ok(Part { name, rows: 0, writer })
+    }
+
+    /// Completes the upload; the file exists from here on.
+    async fn finish(self) -> Result<ExportFile> {
+        match self.writer {
+            PartWriter::Ndjson(mut upload) => upload.shutdown().await.map_err(external)?,
+            PartWriter::Parquet(writer) => {
+                writer.close().await.map_err(external)?;
+            }
+        }
+        Ok(ExportFile { resource_type: "Observation".to_owned(), name: self.name, count: self.rows })
+    }
+
+    /// Drops an unfinished part without making a file of it.
+    async fn abandon(self) {
+        match self.writer {
+            PartWriter::Ndjson(mut upload) => {
+                if let Err(error) = upload.abort().await {
+                    tracing::warn!(%error, file = self.name, "cannot abort an export upload");
+                }
+            }
+            // the Parquet writer cannot abort its upload: completing it lets the clean-up delete the file
+            PartWriter::Parquet(writer) => {
+                if let Err(error) = writer.close().await {
+                    tracing::warn!(%error, file = self.name, "cannot close an abandoned export file");
+                }
+            }
+        }
+    }
+}
+
 impl QueryEngine {
     /// Writes the observations of `request.study_id` that `caller` may see to `exports/{job}/` and returns the
-    /// files written (one, possibly with no rows).
-    pub async fn export_study(&self, caller: &Caller, request: &ExportRequest, job: &str) -> Result<Vec<ExportFile>> {
+    /// files written (at least one, possibly with no rows). `None` when `control` stopped it; the files written
+    /// so far are deleted then, and on an error.
+    pub async fn export_study(
+        &self,
+        caller: &Caller,
+        request: &ExportRequest,
+        job: &str,
+        control: &ExportControl,
+    ) -> Result<Option<Vec<ExportFile>>> {
         if !is_safe_segment(job) {
             return Err(QueryError::InvalidParameter(format!("`{job}` is not an export job id")));
         }
+        let mut files = Vec::new();
+        let mut part = None;
+        let outcome = self.write_parts(caller, request, job, control, &mut files, &mut part).await;
+        match outcome {
+            Ok(true) => {
+                tracing::info!(
+                    user = caller.user_id,
+                    job,
+                    study = request.study_id,
+                    written = control.written(),
+                    files = files.len(),
+                    "export written"
+                );
+                Ok(Some(files))
+            }
+            Ok(false) | Err(_) => {
+                if let Some(part) = part.take() {
+                    part.abandon().await;
+                }
+                if let Err(error) = self.delete_export_files(job).await {
+                    tracing::warn!(%error, job, "cannot delete the files of an export that did not finish");
+                }
+                outcome.map(|_| None)
+            }
+        }
+    }
+
+    /// The export's loop: `Ok(false)` when stopped. `part` is the file being written, so the caller can abandon
+    /// it on the way out.
+    async fn write_parts(
+        &self,
+        caller: &Caller,
+        request: &ExportRequest,
+        job: &str,
+        control: &ExportControl,
+        files: &mut Vec<ExportFile>,
+        part: &mut Option<Part>,
+    ) -> Result<bool> {
         let mut filters = ObservationFilters { study_id: Some(request.study_id), ..ObservationFilters::default() };
         if let Some(since) = request.since {
             filters.last_updated.push(TimeCondition {
@@ -131,74 +286,131 @@ impl QueryEngine {
                 negated: false,
             });
         }
-        let batches = match self.table(caller, &filters).await? {
+        let store = self.store()?;
+        let rows_per_file = self.export_rows_per_file();
+        let mut texts = CodeTexts::default();
+        let mut batches = match self.table(caller, &filters).await? {
             Some((table, filters)) => {
                 // the search's default order (patient, time, id) keeps files reproducible
                 let plan = scan(table, &filters)?.sort(SortOrder::default().sort_exprs())?.build()?;
-                self.execute(plan, Ok).await?
+                Some(self.execute_stream(plan).await?)
             }
-            None => Vec::new(),
+            None => None,
         };
-        let count: u64 = batches.iter().map(|batch| batch.num_rows() as u64).sum();
-        let body = match request.format {
-            ExportFormat::Ndjson => self.ndjson(&batches).await?,
-            ExportFormat::Parquet => parquet(&batches)?,
-        };
-        let name = format!("Observation.{}", request.format.extension());
-        self.store()?.put(&file_key(job, &name), PutPayload::from(body)).await.map_err(store_error)?;
-        tracing::info!(user = caller.user_id, job, study = request.study_id, count, "export written");
-        Ok(vec![ExportFile { resource_type: "Observation".to_owned(), name, count }])
+        loop {
+            let next = match batches.as_mut() {
+                Some(receiver) => tokio::select! {
+                    () = control.stop.cancelled() => return Ok(false),
+                    next = receiver.recv() => next,
+                },
+                None => None,
+            };
+            let Some(batch) = next else { break };
+            let batch = batch?;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                if control.is_stopped() {
+                    return Ok(false);
+                }
+                let current = match part {
+                    Some(current) => current,
+                    None => part.insert(Part::open(&store, job, request.format, files.len() + 1)?),
+                };
+                let room = usize::try_from(rows_per_file - current.rows).unwrap_or(usize::MAX);
+                let rows = room.min(batch.num_rows() - offset);
+                let slice = batch.slice(offset, rows);
+                match &mut current.writer {
+                    PartWriter::Ndjson(upload) => {
+                        upload.put(self.ndjson(&slice, &mut texts).await?).await.map_err(store_error)?
+                    }
+                    PartWriter::Parquet(writer) => writer.write(&slice).await.map_err(external)?,
+                }
+                current.rows += rows as u64;
+                control.written.fetch_add(rows as u64, Ordering::Relaxed);
+                offset += rows;
+                if current.rows >= rows_per_file
+                    && let Some(full) = part.take()
+                {
+                    files.push(full.finish().await?);
+                }
+            }
+        }
+        if let Some(last) = part.take() {
+            files.push(last.finish().await?);
+        }
+        if files.is_empty() {
+            // an export with no rows still answers with a file, as notebooks expect one per type
+            files.push(Part::open(&store, job, request.format, 1)?.finish().await?);
+        }
+        Ok(true)
     }
 
-    /// The bytes of an export file; `None` when the store has no such file.
-    pub async fn export_file(&self, job: &str, name: &str) -> Result<Option<Bytes>> {
+    /// Deletes every file of an export job (a cancelled or failed one).
+    pub async fn delete_export_files(&self, job: &str) -> Result<()> {
+        if !is_safe_segment(job) {
+            return Ok(());
+        }
+        let store = self.store()?;
+        let prefix = Path::from_iter([EXPORT_PREFIX, job]);
+        let found: Vec<Path> =
+            store.list(Some(&prefix)).map_ok(|meta| meta.location).try_collect().await.map_err(store_error)?;
+        for location in found {
+            match store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// An export file as a stream of bytes; `None` when the store has no such file.
+    pub async fn export_file(&self, job: &str, name: &str) -> Result<Option<ExportFileBody>> {
         if !is_safe_segment(job) || !is_safe_segment(name) {
             return Ok(None);
         }
         match self.store()?.get(&file_key(job, name)).await {
-            Ok(found) => Ok(Some(found.bytes().await.map_err(store_error)?)),
+            Ok(found) => Ok(Some(ExportFileBody {
+                size: found.meta.size,
+                stream: found.into_stream().map_err(store_error).boxed(),
+            })),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(error) => Err(store_error(error)),
         }
     }
 
     /// Each row as a FHIR Observation on its own line, with the code table's display, as a search renders it.
-    async fn ndjson(&self, batches: &[RecordBatch]) -> Result<Bytes> {
-        let mut records = Vec::new();
-        for batch in batches {
-            records.extend(records_from_batch(batch)?);
-        }
-        let pairs: BTreeSet<(String, String)> =
-            records.iter().map(|record| (record.coding_system.clone(), record.coding_code.clone())).collect();
-        let pairs: Vec<(String, String)> = pairs.into_iter().collect();
-        let texts: HashMap<(String, String), String> = jhe_catalog::code_details(self.pool(), &pairs)
-            .await?
+    async fn ndjson(&self, batch: &RecordBatch, texts: &mut CodeTexts) -> Result<Bytes> {
+        let records = records_from_batch(batch)?;
+        let missing: Vec<(String, String)> = records
+            .iter()
+            .map(|record| (record.coding_system.clone(), record.coding_code.clone()))
+            .filter(|pair| !texts.0.contains_key(pair))
+            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
-            .map(|code| ((code.coding_system, code.coding_code), code.text))
             .collect();
-        let mut body = Vec::new();
+        if !missing.is_empty() {
+            let found = jhe_catalog::code_details(self.pool(), &missing).await?;
+            for pair in missing {
+                texts.0.entry(pair).or_insert(None);
+            }
+            for code in found {
+                texts.0.insert((code.coding_system, code.coding_code), Some(code.text));
+            }
+        }
+        let mut body = Vec::with_capacity(records.len() * 640);
         for record in &records {
-            let key = (record.coding_system.clone(), record.coding_code.clone());
-            let resource = jhe_schemas::fhir::render::observation(record, texts.get(&key).map(String::as_str));
-            serde_json::to_writer(&mut body, &resource).map_err(|error| DataFusionError::External(Box::new(error)))?;
+            let text = texts.0.get(&(record.coding_system.clone(), record.coding_code.clone())).cloned().flatten();
+            let resource = jhe_schemas::fhir::render::observation(record, text.as_deref());
+            serde_json::to_writer(&mut body, &resource).map_err(external)?;
             body.push(b'\n');
         }
         Ok(Bytes::from(body))
     }
 }
 
-/// The rows as one Parquet file with the observation table's schema.
-fn parquet(batches: &[RecordBatch]) -> Result<Bytes> {
-    let schema = batches.first().map_or_else(observation_schema, RecordBatch::schema);
-    let write = || -> std::result::Result<Vec<u8>, datafusion::parquet::errors::ParquetError> {
-        let mut writer = ArrowWriter::try_new(Vec::new(), Arc::clone(&schema), None)?;
-        for batch in batches {
-            writer.write(batch)?;
-        }
-        writer.into_inner()
-    };
-    Ok(Bytes::from(write().map_err(|error| DataFusionError::External(Box::new(error)))?))
-}
+/// The display text of each code met so far in an export (`None`: the code table has no row for it).
+#[derive(Default)]
+struct CodeTexts(HashMap<(String, String), Option<String>>);
 
 #[cfg(test)]
 mod tests {

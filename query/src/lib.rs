@@ -46,9 +46,9 @@ pub use analytics::{
     DEFAULT_LASTN_MAX, Granularity, LastNRequest, MAX_AGGREGATE_ROWS, MAX_LASTN_MAX, MAX_LASTN_ROWS,
     ObservationAggregate, Statistic, StatsRequest, parse_lastn, parse_stats, parse_study_summary,
 };
-pub use engine::{QueryEngine, QuerySettings};
+pub use engine::{DEFAULT_EXPORT_ROWS_PER_FILE, QueryEngine, QuerySettings};
 pub use error::{QueryError, Result};
-pub use export::{ExportFile, ExportFormat, ExportRequest};
+pub use export::{ExportControl, ExportFile, ExportFileBody, ExportFormat, ExportRequest};
 pub use search::{
     CodeMatch, Cursor, DEFAULT_COUNT, MAX_COUNT, ObservationFilters, SearchPage, SearchRequest, SortField, SortKey,
     SortOrder, TimeCondition,

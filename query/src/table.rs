@@ -76,6 +76,11 @@ impl ObservationTable {
         Self { pool, store_url, scope, schema: observation_schema(), file_order: FileOrder::Size }
     }
 
+    /// What the table's caller may see.
+    pub(crate) fn scope(&self) -> &AccessScope {
+        &self.scope
+    }
+
     /// The same table, opening its files in `order`.
     pub(crate) fn with_file_order(&self, order: FileOrder) -> Self {
         Self { file_order: order, ..self.clone() }

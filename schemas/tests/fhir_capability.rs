@@ -75,18 +75,7 @@ fn header_and_security() {
     let keys: Vec<&str> = statement.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        [
-            "resourceType",
-            "status",
-            "date",
-            "kind",
-            "software",
-            "implementation",
-            "fhirVersion",
-            "format",
-            "patchFormat",
-            "rest"
-        ]
+        ["resourceType", "status", "date", "kind", "software", "implementation", "fhirVersion", "format", "rest"]
     );
     assert_eq!(statement["resourceType"], "CapabilityStatement");
     assert_eq!(statement["status"], "active");
@@ -99,7 +88,7 @@ fn header_and_security() {
     );
     assert_eq!(statement["fhirVersion"], "5.0.0");
     assert_eq!(statement["format"], json!(["json"]));
-    assert_eq!(statement["patchFormat"], json!(["application/json"]));
+    assert_eq!(statement.get("patchFormat"), None, "jhe patches nothing");
 
     let rest = &statement["rest"][0];
     assert_eq!(rest["mode"], "server");
@@ -130,27 +119,41 @@ fn header_and_security() {
 fn observation_entry() {
     let statement = statement();
     let observation = resource(&statement, "Observation");
-    assert_eq!(codes(observation), ["create", "delete", "patch", "read", "search-type", "update"]);
+    assert_eq!(codes(observation), ["create", "read", "search-type"], "only what jhe serves");
     let documentation = observation["documentation"].as_str().unwrap();
-    assert!(documentation.starts_with(
-        "The delete, patch, update interactions apply to imported records only; JHE-native records support create, \
-         read, search-type."
-    ));
     assert!(documentation.contains("w3id.org/openmhealth") && documentation.contains("valueAttachment"));
     let names: Vec<&str> =
         observation["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["category", "code", "date", "status", "_id", "_lastUpdated", "_source"]);
+    assert_eq!(
+        names,
+        [
+            "code",
+            "date",
+            "identifier",
+            "patient",
+            "patient.organization",
+            "status",
+            "subject",
+            "_id",
+            "_lastUpdated",
+            "_source"
+        ]
+    );
     assert_eq!(param(observation, "date")["type"], "date");
     assert_eq!(param(observation, "code"), &json!({"name": "code", "type": "token", "extension": shall()}));
-    assert!(param(observation, "category")["documentation"].as_str().unwrap().contains("_source"));
-    assert_eq!(param(observation, "status").get("documentation"), None);
+    assert_eq!(param(observation, "patient")["type"], "reference");
+    let operations: Vec<&str> =
+        observation["operation"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(operations, ["lastn", "stats"]);
 }
 
 #[test]
 fn patient_condition_and_group_entries() {
     let statement = statement();
+    let read_search: Vec<Value> =
+        ["read", "search-type"].map(|code| json!({"code": code, "extension": shall()})).into();
     let patient = resource(&statement, "Patient");
-    assert!(patient["documentation"].as_str().unwrap().starts_with("The create, delete, patch, update interactions"));
+    assert_eq!(patient["interaction"], Value::Array(read_search.clone()));
     for (name, kind) in [
         ("birthdate", "date"),
         ("family", "string"),
@@ -163,42 +166,31 @@ fn patient_condition_and_group_entries() {
     ] {
         assert_eq!(param(patient, name)["type"], kind, "{name}");
     }
-    assert!(param(patient, "death-date")["documentation"].as_str().unwrap().contains("_source"));
-    assert_eq!(param(patient, "identifier").get("documentation"), None);
-    assert_eq!(patient["interaction"][0]["extension"], shall());
 
+    // a type jhe keeps no records of: read and search, saying they are always empty
     let condition = resource(&statement, "Condition");
-    assert!(codes(condition).contains(&"patch"));
-    assert_eq!(
-        condition["documentation"],
-        "Creates routed to the imported-record store must name a FhirSource via the X-JHE-FHIR-Source-ID header or \
-         the resource's meta.source."
-    );
+    assert_eq!(codes(condition), ["read", "search-type"]);
+    assert!(condition["documentation"].as_str().unwrap().contains("empty Bundle"));
+    assert_eq!(param(condition, "clinical-status")["type"], "token");
 
-    let interactions: Vec<Value> = ["create", "delete", "patch", "read", "search-type", "update"]
-        .map(|code| json!({"code": code, "extension": shall()}))
-        .into();
-    let common = json!([
-        {"name": "_id", "type": "token", "extension": shall()},
-        {"name": "_lastUpdated", "type": "date", "extension": shall()},
-        {
-            "name": "_source",
-            "type": "uri",
-            "documentation": "Selects the backing store: omit (or pass the JHE-native source URI) for JHE-native \
-                records; pass an imported FhirSource URI (or _source:below) for imported records.",
-            "extension": shall()
-        }
-    ]);
+    let group = resource(&statement, "Group");
+    assert_eq!(group["interaction"], Value::Array(read_search));
     assert_eq!(
-        resource(&statement, "Group").to_string(),
-        json!({
-            "type": "Group",
-            "documentation": "The create, delete, patch, update interactions apply to imported records only; \
-                JHE-native records support read, search-type. Creates routed to the imported-record store must name \
-                a FhirSource via the X-JHE-FHIR-Source-ID header or the resource's meta.source.",
-            "interaction": interactions,
-            "searchParam": common
-        })
-        .to_string()
+        group["operation"],
+        json!([{
+            "name": "export",
+            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+            "extension": shall()
+        }])
     );
+    // no type promises a write but Observation's create
+    for entry in statement["rest"][0]["resource"].as_array().unwrap() {
+        for code in codes(entry) {
+            assert!(
+                ["read", "search-type"].contains(&code) || (entry["type"] == "Observation" && code == "create"),
+                "{} advertises {code}",
+                entry["type"]
+            );
+        }
+    }
 }

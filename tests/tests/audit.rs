@@ -98,4 +98,29 @@ async fn reads_are_recorded_with_who_what_rows_and_outcome() {
     assert_eq!(answer.status, 200);
     assert!(answer.body["count"].as_i64().unwrap() >= 3);
     assert_eq!(server.get("/api/v1/audit_events", &mary).await.status, 403);
+
+    // A search whose parameters come in a form body is recorded with them.
+    let posted = reqwest::Client::new()
+        .post(format!("{}/FHIR/R5/Patient/_search?_count=5", server.base))
+        .bearer_auth(&mary)
+        .form(&[("patient.organization", lifespan.to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let started = Instant::now();
+    loop {
+        let recorded: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT query, row_count FROM audit_events WHERE path = '/FHIR/R5/Patient/_search' AND method = 'POST'",
+        )
+        .fetch_optional(&server.db.pool)
+        .await
+        .unwrap();
+        if let Some(recorded) = recorded {
+            assert_eq!(recorded, (format!("_count=5&patient.organization={lifespan}"), Some(2)));
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the form-body search was not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

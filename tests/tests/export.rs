@@ -125,16 +125,18 @@ fn assert_outcome(answer: &Raw, status: u16, diagnostics: &str) {
     assert!(text.contains(diagnostics), "`{text}` should mention `{diagnostics}`");
 }
 
-#[tokio::test]
-async fn group_export_holds_the_consented_observations_of_the_study() {
-    jhe_tests::init_logs();
-    let dir = tempfile::tempdir().unwrap();
+/// A server on the embedded pipeline holding Peter's 8 heart rates and 3 blood pressures and Pamela's 5 and 4;
+/// returns it with the two patient ids. `rows_per_file` sets the export part size.
+async fn server_with_observations(dir: &std::path::Path, rows_per_file: Option<u64>) -> (TestServer, i64, i64) {
     let db = TestDatabase::create(true).await.unwrap();
-    let server = TestServer::start_pipeline(db, &embedded_pipeline(dir.path()), ALL_ROLES).await.unwrap();
+    let mut config = embedded_pipeline(dir);
+    if let Some(rows) = rows_per_file {
+        config.query.export_rows_per_file = rows;
+    }
+    let server = TestServer::start_pipeline(db, &config, ALL_ROLES).await.unwrap();
     let peter = server.patient_id(seeded::PETER).await;
     let pamela = server.patient_id(seeded::PAMELA).await;
     let carex = server.id_of("data_sources", "name", "CareX").await;
-    // Peter: 8 heart rates, 3 blood pressures; Pamela: 5 and 4
     let mut total = 0;
     for (email, patient, heart_rates, pressures) in [(seeded::PETER, peter, 8, 3), (seeded::PAMELA, pamela, 5, 4)] {
         let mut entries: Vec<Value> = (0..heart_rates)
@@ -154,6 +156,14 @@ async fn group_export_holds_the_consented_observations_of_the_study() {
         assert!(answer.body["entry"].as_array().unwrap().iter().all(|e| e["response"]["status"] == "201 Created"));
     }
     assert_eq!(server.wait_for_published_rows(total, Duration::from_secs(30)).await, total);
+    (server, peter, pamela)
+}
+
+#[tokio::test]
+async fn group_export_holds_the_consented_observations_of_the_study() {
+    jhe_tests::init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, peter, pamela) = server_with_observations(dir.path(), None).await;
 
     let mary = server.token(seeded::MARY).await;
     let megan = server.token(seeded::MEGAN).await;
@@ -210,7 +220,8 @@ async fn group_export_holds_the_consented_observations_of_the_study() {
     let megan_status = send(reqwest::Method::GET, &status_url, &megan, false).await;
     assert_outcome(&megan_status, 404, "export job");
     assert_eq!(send(reqwest::Method::GET, &file_url, &megan, false).await.status, 404);
-    let unknown = file_url.replace("Observation.ndjson", "Patient.ndjson");
+    assert!(file_url.ends_with("/Observation.1.ndjson"), "{file_url}");
+    let unknown = file_url.replace("Observation.1.ndjson", "Patient.1.ndjson");
     assert_eq!(send(reqwest::Method::GET, &unknown, &mary, false).await.status, 404);
 
     // Parquet of the BP study: only Pamela's blood pressure (Peter's is pending there; heart rate is not requested)
@@ -274,17 +285,116 @@ async fn group_export_holds_the_consented_observations_of_the_study() {
     assert_eq!(send(reqwest::Method::GET, &status_url, &mary, false).await.status, 404);
     assert_eq!(send(reqwest::Method::GET, &file_url, &mary, false).await.status, 404);
 
-    // a job left running by a process that is gone (a restart) reads as failed: a server failure, 500
+    // a job whose process is gone (its heartbeat stopped) reads as failed: a server failure, 500; one whose
+    // process beats (another replica) is still running
+    let mary_id = server.id_of("users", "email", seeded::MARY).await;
+    for (id, heartbeat_age) in [("orphan", "5 minutes"), ("elsewhere", "1 second")] {
+        sqlx::query(
+            "INSERT INTO export_jobs (id, user_id, study_id, request, output_format, status, instance,
+                                      transaction_time, heartbeat_at)
+             VALUES ($1, $2, $3, 'x', 'ndjson', 'running', 'another-process', now(), now() - $4::interval)",
+        )
+        .bind(id)
+        .bind(mary_id)
+        .bind(bp_hr)
+        .bind(heartbeat_age)
+        .execute(&server.db.pool)
+        .await
+        .unwrap();
+    }
+    let orphan = format!("{}/FHIR/R5/$export-status/orphan", server.base);
+    assert_outcome(&send(reqwest::Method::GET, &orphan, &mary, false).await, 500, "server stopped");
+    let elsewhere = format!("{}/FHIR/R5/$export-status/elsewhere", server.base);
+    assert_eq!(send(reqwest::Method::GET, &elsewhere, &mary, false).await.status, 202);
+}
+
+/// The files of an export under the lake's local directory.
+fn files_of_job(dir: &std::path::Path, status_url: &str) -> Vec<String> {
+    let job = status_url.rsplit('/').next().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("lake").join("exports").join(job))
+        .map(|entries| entries.map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn large_exports_are_split_into_parts_and_deleting_a_job_deletes_its_files() {
+    jhe_tests::init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _, _) = server_with_observations(dir.path(), Some(6)).await;
+    let mary = server.token(seeded::MARY).await;
+    let bp_hr = server.id_of("studies", "name", BP_HR_STUDY).await;
+
+    // 20 observations in parts of 6: 6 + 6 + 6 + 2, in the order of a search (patient, time, id)
+    for (format, extension) in [("", "ndjson"), ("?_outputFormat=parquet", "parquet")] {
+        let status_url = kick_off(&server, bp_hr, format, &mary).await;
+        let manifest_body = manifest(&status_url, &mary).await;
+        let output = manifest_body["output"].as_array().unwrap();
+        let names: Vec<&str> =
+            output.iter().map(|file| file["url"].as_str().unwrap().rsplit('/').next().unwrap()).collect();
+        let expected: Vec<String> = (1..=4).map(|part| format!("Observation.{part}.{extension}")).collect();
+        assert_eq!(names, expected, "{manifest_body}");
+        let counts: Vec<u64> = output.iter().map(|file| file["count"].as_u64().unwrap()).collect();
+        assert_eq!(counts, [6, 6, 6, 2]);
+        assert_eq!(files_of_job(dir.path(), &status_url), expected);
+        if extension == "ndjson" {
+            let mut all = Vec::new();
+            for file in output {
+                let part = ndjson(file["url"].as_str().unwrap(), &mary).await;
+                assert_eq!(part.len() as u64, file["count"].as_u64().unwrap());
+                all.extend(part);
+            }
+            let search = server
+                .get(&format!("/FHIR/R5/Observation?patient._has:Group:member:_id={bp_hr}&_count=1000"), &mary)
+                .await;
+            let searched: Vec<&Value> =
+                search.body["entry"].as_array().unwrap().iter().map(|entry| &entry["resource"]["id"]).collect();
+            let exported: Vec<&Value> = all.iter().map(|resource| &resource["id"]).collect();
+            assert_eq!(exported, searched, "the parts hold the search's rows in the search's order");
+        } else {
+            let file = send(reqwest::Method::GET, output[3]["url"].as_str().unwrap(), &mary, false).await;
+            assert_eq!(file.header("content-length"), file.body.len().to_string());
+            let reader = ParquetRecordBatchReaderBuilder::try_new(file.body.clone()).unwrap().build().unwrap();
+            assert_eq!(reader.map(|batch| batch.unwrap().num_rows()).sum::<usize>(), 2);
+        }
+
+        // DELETE of a finished job removes its files from the store
+        assert_eq!(send(reqwest::Method::DELETE, &status_url, &mary, false).await.status, 202);
+        assert!(files_of_job(dir.path(), &status_url).is_empty(), "the files are deleted");
+    }
+
+    // DELETE right after the kick-off: whether it stops the running export or removes a finished one's files,
+    // nothing is left behind
+    let status_url = kick_off(&server, bp_hr, "", &mary).await;
+    assert_eq!(send(reqwest::Method::DELETE, &status_url, &mary, false).await.status, 202);
+    assert_eq!(send(reqwest::Method::GET, &status_url, &mary, false).await.status, 404);
+    let started = Instant::now();
+    while !files_of_job(dir.path(), &status_url).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(15), "a cancelled export's files are deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // a server restarted after its process died marks the jobs it left running failed
     let mary_id = server.id_of("users", "email", seeded::MARY).await;
     sqlx::query(
-        "INSERT INTO export_jobs (id, user_id, study_id, request, output_format, status, instance, transaction_time)
-         VALUES ('orphan', $1, $2, 'x', 'ndjson', 'running', 'a-process-that-is-gone', now())",
+        "INSERT INTO export_jobs (id, user_id, study_id, request, output_format, status, instance, transaction_time,
+                                  heartbeat_at)
+         VALUES ('left-running', $1, $2, 'x', 'ndjson', 'running', 'gone', now(), now() - interval '1 hour')",
     )
     .bind(mary_id)
     .bind(bp_hr)
     .execute(&server.db.pool)
     .await
     .unwrap();
-    let orphan = format!("{}/FHIR/R5/$export-status/orphan", server.base);
-    assert_outcome(&send(reqwest::Method::GET, &orphan, &mary, false).await, 500, "server stopped");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let restarted = format!("http://{}/health", listener.local_addr().unwrap());
+    tokio::spawn(jhe_api::serve(listener, jhe_api::AppState::new(server.db.pool.clone()), std::future::pending()));
+    // the sweep runs before the server answers its first request
+    assert_eq!(reqwest::get(&restarted).await.unwrap().status(), 200);
+    let status: String = sqlx::query_scalar("SELECT status FROM export_jobs WHERE id = 'left-running'")
+        .fetch_one(&server.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "failed");
 }

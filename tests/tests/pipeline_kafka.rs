@@ -34,6 +34,7 @@ fn kafka_pipeline(dir: &std::path::Path, topic: &str) -> PipelineConfig {
         flush_interval: Duration::from_millis(100),
         flush_max_records: 100_000,
         schemas_dir: None,
+        query: jhe_query::QuerySettings::default(),
     }
 }
 

@@ -6,12 +6,18 @@
 //!   the parameters (`_type` = `Observation`, `_since` an instant, `_outputFormat` NDJSON or Parquet) and the
 //!   caller's right to read the study (403 otherwise), so a job fails only for server reasons.
 //! * The job runs on this process as a task; its state is the `export_jobs` row, so every process answers its
-//!   status. A running job whose process is gone (a restart) is marked failed when its status is next read.
+//!   status. The task moves the row's heartbeat every few seconds; a running job whose heartbeat is stale lost
+//!   its process (a crash, a restart) and is marked failed when its status is next read, and at server start.
+//! * `DELETE` on the status URL cancels: a running export stops at its next batch (on whichever replica runs
+//!   it, at its next heartbeat) and deletes what it wrote; a finished export's files are deleted at once.
+//! * Files are written and downloaded as streams, in parts of at most `JHE_EXPORT_ROWS_PER_FILE` observations.
 //! * Jobs and files are private to the user who started them: anyone else gets 404, as for an unknown job.
 //! * Consent is applied when the job runs (the query engine's access predicate), so the files hold what a
 //!   study-scoped search would have returned at that moment.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
 use jhe_catalog::{Caller, ExportJob, NewExportJob};
-use jhe_query::{AccessScope, ExportFormat, ExportRequest, ObservationFilters, QueryEngine};
+use jhe_query::{AccessScope, ExportControl, ExportFormat, ExportRequest, ObservationFilters, QueryEngine};
 use jhe_schemas::ErrorKind;
 use serde_json::{Value, json};
 
@@ -37,6 +43,27 @@ const SUPPORTED_TYPES: [&str; 1] = ["Observation"];
 const UNSUPPORTED_PARAMS: [&str; 5] = ["_typeFilter", "_elements", "patient", "includeAssociatedData", "_until"];
 /// The largest kick-off body (a Parameters resource).
 const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How often a running export proves it is alive and learns whether it was cancelled through another replica.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A running job whose heartbeat is older than this has lost its process.
+const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// The exports this process is running, by job id, so a cancel reaching this process stops its job at once.
+static RUNNING_EXPORTS: LazyLock<Mutex<HashMap<String, ExportControl>>> = LazyLock::new(Mutex::default);
+
+fn running_exports() -> std::sync::MutexGuard<'static, HashMap<String, ExportControl>> {
+    // a panic while the map was held leaves it consistent (inserts and removes only)
+    RUNNING_EXPORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Marks failed the export jobs left running by processes that are gone; run at server start.
+pub(crate) async fn fail_stale_jobs(pool: &sqlx::PgPool) {
+    match jhe_catalog::fail_stale_export_jobs(pool, STALE_AFTER, None).await {
+        Ok(0) => {}
+        Ok(failed) => tracing::info!(failed, "export jobs of stopped processes marked failed"),
+        Err(error) => tracing::warn!(%error, "cannot check for export jobs of stopped processes"),
+    }
+}
 
 pub(super) fn routes() -> Router<AppState> {
     // The literal `$export` segment sits below `Group/{id}`, a route fhir_read owns as `{resource_type}/{id}`;
@@ -217,18 +244,39 @@ async fn kick_off(
     Ok(response)
 }
 
-/// The job's task: writes the files and records the outcome (unless the job was cancelled meanwhile).
+/// The job's task: writes the files, beats the job's heartbeat meanwhile, and records the outcome (unless the
+/// job was cancelled meanwhile: then the export stops and deletes its files).
 async fn run(pool: sqlx::PgPool, engine: QueryEngine, caller: Caller, request: ExportRequest, job: String) {
-    if let Err(error) = jhe_catalog::set_export_progress(&pool, &job, "reading observations").await {
-        tracing::warn!(%error, job, "cannot record export progress");
-    }
-    let (status, output, error) = match engine.export_study(&caller, &request, &job).await {
-        Ok(files) => {
+    let control = ExportControl::default();
+    running_exports().insert(job.clone(), control.clone());
+    let export = engine.export_study(&caller, &request, &job, &control);
+    tokio::pin!(export);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let result = loop {
+        tokio::select! {
+            result = &mut export => break result,
+            _ = heartbeat.tick() => {
+                let progress = format!("{} observations written", control.written());
+                match jhe_catalog::export_heartbeat(&pool, &job, &progress).await {
+                    Ok(true) => {}
+                    Ok(false) => control.stop(),
+                    Err(error) => tracing::warn!(%error, job, "cannot record the export's heartbeat"),
+                }
+            }
+        }
+    };
+    running_exports().remove(&job);
+    let (status, output, error) = match result {
+        Ok(Some(files)) => {
             let output: Vec<Value> = files
                 .iter()
                 .map(|file| json!({"type": file.resource_type, "name": file.name, "count": file.count}))
                 .collect();
             (jhe_catalog::EXPORT_COMPLETED, Value::Array(output), None)
+        }
+        Ok(None) => {
+            tracing::info!(job, "export stopped: it was cancelled");
+            return;
         }
         Err(error) => {
             tracing::error!(%error, job, "export failed");
@@ -243,7 +291,13 @@ async fn run(pool: sqlx::PgPool, engine: QueryEngine, caller: Caller, request: E
     };
     match jhe_catalog::finish_export_job(&pool, &job, status, &output, error.as_deref()).await {
         Ok(true) => tracing::info!(job, status, "export finished"),
-        Ok(false) => tracing::info!(job, "export finished after it was cancelled"),
+        Ok(false) => {
+            // cancelled between the last heartbeat and now: its files must go as well
+            tracing::info!(job, "export finished after it was cancelled");
+            if let Err(error) = engine.delete_export_files(&job).await {
+                tracing::warn!(%error, job, "cannot delete the files of a cancelled export");
+            }
+        }
         Err(error) => tracing::error!(%error, job, "cannot record the end of an export"),
     }
 }
@@ -257,7 +311,7 @@ async fn own_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Expor
         return Err(not_found());
     }
     if job.status == jhe_catalog::EXPORT_RUNNING
-        && jhe_catalog::fail_orphaned_export_jobs(&state.pool, instance(), Some(id)).await? > 0
+        && jhe_catalog::fail_stale_export_jobs(&state.pool, STALE_AFTER, Some(id)).await? > 0
     {
         job = jhe_catalog::export_job(&state.pool, id).await?.ok_or_else(not_found)?;
     }
@@ -328,6 +382,18 @@ async fn cancel_job(state: &AppState, auth: Result<Auth, ApiError>, id: &str) ->
     let job = own_job(state, &caller, id).await?;
     jhe_catalog::cancel_export_job(&state.pool, &job.id).await?;
     tracing::info!(user = caller.user_id, job = %job.id, "export cancelled");
+    let running_here = running_exports().get(&job.id).cloned();
+    match running_here {
+        // the export deletes what it wrote as it stops
+        Some(control) => control.stop(),
+        // a finished job's files go now; a job running on another replica stops at its next heartbeat
+        None if job.status != jhe_catalog::EXPORT_RUNNING => {
+            if let Some(engine) = state.query.as_ref() {
+                engine.delete_export_files(&job.id).await?;
+            }
+        }
+        None => {}
+    }
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -350,8 +416,9 @@ async fn file_of(state: &AppState, auth: Result<Auth, ApiError>, id: &str, name:
         return Err(not_found());
     }
     let format = ExportFormat::from_name(&job.output_format).unwrap_or(ExportFormat::Ndjson);
-    let bytes = engine.export_file(&job.id, name).await?.ok_or_else(not_found)?;
-    let mut response = bytes.into_response();
+    let file = engine.export_file(&job.id, name).await?.ok_or_else(not_found)?;
+    let mut response = axum::body::Body::from_stream(file.stream).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(file.size));
     Ok(response)
 }

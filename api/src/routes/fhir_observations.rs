@@ -88,11 +88,12 @@ async fn search_by_post(
         return respond(&headers, Err(error));
     }
     let mut params = decode_pairs(query.as_deref().unwrap_or_default().as_bytes());
-    params.extend(decode_pairs(&body));
+    let body_params = decode_pairs(&body);
+    params.extend(body_params.iter().cloned());
     // the links are those of the equivalent GET
     let base = format!("{}{OBSERVATION_PATH}", url.base);
     let links = Links { self_url: with_query(&base, params.clone()), base };
-    respond(&headers, run_search(&state, auth, &params, &links).await)
+    crate::audit::with_body_query(respond(&headers, run_search(&state, auth, &params, &links).await), &body_params)
 }
 
 /// Where links point: the search URL without a query, and the request's own URL.

@@ -20,6 +20,8 @@ mod settings;
 mod studies;
 mod users;
 
+pub(crate) use fhir_export::fail_stale_jobs as fail_stale_export_jobs;
+
 use crate::AppState;
 use crate::error::ApiError;
 use axum::Router;

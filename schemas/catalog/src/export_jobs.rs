@@ -83,16 +83,6 @@ pub async fn export_job(pool: &PgPool, id: &str) -> Result<Option<ExportJob>> {
     Ok(row)
 }
 
-/// Sets the progress text of a running job.
-pub async fn set_export_progress(pool: &PgPool, id: &str, progress: &str) -> Result<()> {
-    sqlx::query("UPDATE export_jobs SET progress = $2 WHERE id = $1 AND status = 'running'")
-        .bind(id)
-        .bind(progress)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 /// Ends a running job as `status` (completed with `output`, failed with `error`, or cancelled); `false` when
 /// the job was not running any more.
 pub async fn finish_export_job(
@@ -128,16 +118,29 @@ pub async fn cancel_export_job(pool: &PgPool, id: &str) -> Result<bool> {
     Ok(done.rows_affected() > 0)
 }
 
-/// Marks failed every running job of a process other than `instance` (one that restarted or is gone); returns
-/// how many. Call it at startup of a single-instance server, or per job when reading its status.
-pub async fn fail_orphaned_export_jobs(pool: &PgPool, instance: &str, id: Option<&str>) -> Result<u64> {
+/// A running job's sign of life, with its progress text; returns whether the job is still running (`false`:
+/// cancelled, or failed as stale by another process, and the task should stop).
+pub async fn export_heartbeat(pool: &PgPool, id: &str, progress: &str) -> Result<bool> {
+    let still_running =
+        sqlx::query("UPDATE export_jobs SET heartbeat_at = now(), progress = $2 WHERE id = $1 AND status = 'running'")
+            .bind(id)
+            .bind(progress)
+            .execute(pool)
+            .await?;
+    Ok(still_running.rows_affected() > 0)
+}
+
+/// Marks failed the running jobs (all, or the one `id`) whose heartbeat is older than `stale_after`: their
+/// process is gone. Returns how many. Safe with several replicas: a live job's heartbeat is never that old.
+pub async fn fail_stale_export_jobs(pool: &PgPool, stale_after: std::time::Duration, id: Option<&str>) -> Result<u64> {
     let done = sqlx::query(
         "UPDATE export_jobs
          SET status = 'failed', error = 'the server stopped while the export was running; start it again',
              finished_at = now()
-         WHERE status = 'running' AND instance <> $1 AND ($2::text IS NULL OR id = $2)",
+         WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+           AND ($2::text IS NULL OR id = $2)",
     )
-    .bind(instance)
+    .bind(stale_after.as_secs_f64())
     .bind(id)
     .execute(pool)
     .await?;

@@ -119,6 +119,9 @@ pub struct NewParquetFile {
     pub max_last_updated: DateTime<Utc>,
     /// 0 for files the processor writes; max(inputs) + 1 for compacted files.
     pub compaction_level: i32,
+    /// (patient id, rows) of every patient with rows in the file, sorted by patient; empty when not known (the
+    /// file is then counted by reading it).
+    pub patient_rows: Vec<(i64, i64)>,
 }
 
 /// A catalogued file (every column of `parquet_files`).
@@ -201,19 +204,20 @@ pub async fn stage_files(pool: &PgPool, files: &[NewParquetFile]) -> Result<()> 
         return Ok(());
     }
     let columns = FileColumns::new(files);
+    let mut tx = pool.begin().await?;
     sqlx::query!(
         "INSERT INTO parquet_files (id, object_path, state, coding_system, coding_code, day, row_count, size_bytes,
              min_patient_id, max_patient_id, min_effective_start, max_effective_start, max_effective_end,
-             min_last_updated, max_last_updated, compaction_level)
+             min_last_updated, max_last_updated, compaction_level, patient_rows_known)
          SELECT id, object_path, 'staged', coding_system, coding_code, day, row_count, size_bytes, min_patient_id,
              max_patient_id, min_effective_start, max_effective_start, max_effective_end, min_last_updated,
-             max_last_updated, compaction_level
+             max_last_updated, compaction_level, patient_rows_known
          FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::date[], $6::int8[], $7::int8[], $8::int8[],
              $9::int8[], $10::timestamptz[], $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
-             $14::timestamptz[], $15::int4[])
+             $14::timestamptz[], $15::int4[], $16::bool[])
              AS f(id, object_path, coding_system, coding_code, day, row_count, size_bytes, min_patient_id,
                   max_patient_id, min_effective_start, max_effective_start, max_effective_end, min_last_updated,
-                  max_last_updated, compaction_level)",
+                  max_last_updated, compaction_level, patient_rows_known)",
         &columns.id,
         &columns.object_path,
         &columns.coding_system,
@@ -229,10 +233,92 @@ pub async fn stage_files(pool: &PgPool, files: &[NewParquetFile]) -> Result<()> 
         &columns.min_last_updated,
         &columns.max_last_updated,
         &columns.compaction_level,
+        &columns.patient_rows_known,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let (mut file_ids, mut patients, mut rows) = (Vec::new(), Vec::new(), Vec::new());
+    for file in files {
+        for (patient, count) in &file.patient_rows {
+            file_ids.push(file.id);
+            patients.push(*patient);
+            rows.push(*count);
+        }
+    }
+    if !file_ids.is_empty() {
+        sqlx::query!(
+            "INSERT INTO parquet_file_patient_rows (file_id, patient_id, row_count)
+             SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::int8[])",
+            &file_ids,
+            &patients,
+            &rows,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(())
+}
+
+/// Published rows per (system, code, patient), summed from the files' patient rows, for the files of `codes`
+/// (all when `None`) and the rows of `patients` (all when `None`). `None` when a published file of those codes
+/// was catalogued without patient rows: the caller must count by reading.
+pub async fn published_patient_rows(
+    pool: &PgPool,
+    codes: Option<&[(String, String)]>,
+    patients: Option<&[i64]>,
+) -> Result<Option<Vec<PatientRows>>> {
+    let (systems, codes): (Option<Vec<String>>, Option<Vec<String>>) = match codes {
+        Some(pairs) => {
+            let (systems, codes) = pairs.iter().cloned().unzip();
+            (Some(systems), Some(codes))
+        }
+        None => (None, None),
+    };
+    let mut tx = pool.begin().await?;
+    // one snapshot for both reads, so a publish in between cannot make the sum disagree with the check
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    let unknown = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM parquet_files
+             WHERE state = 'published' AND NOT patient_rows_known
+               AND ($1::text[] IS NULL OR (coding_system, coding_code) IN
+                       (SELECT c.system, c.code FROM UNNEST($1::text[], $2::text[]) AS c(system, code)))
+           ) AS "unknown!""#,
+        systems.as_deref() as Option<&[String]>,
+        codes.as_deref() as Option<&[String]>,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if unknown {
+        return Ok(None);
+    }
+    let rows = sqlx::query_as!(
+        PatientRows,
+        r#"SELECT f.coding_system, f.coding_code, r.patient_id, sum(r.row_count)::int8 AS "rows!"
+           FROM parquet_file_patient_rows r JOIN parquet_files f ON f.id = r.file_id
+           WHERE f.state = 'published'
+             AND ($1::text[] IS NULL OR (f.coding_system, f.coding_code) IN
+                     (SELECT c.system, c.code FROM UNNEST($1::text[], $2::text[]) AS c(system, code)))
+             AND ($3::int8[] IS NULL OR r.patient_id = ANY($3))
+           GROUP BY f.coding_system, f.coding_code, r.patient_id"#,
+        systems.as_deref() as Option<&[String]>,
+        codes.as_deref() as Option<&[String]>,
+        patients as Option<&[i64]>,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(rows))
+}
+
+/// Published rows of one patient and code ([`published_patient_rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatientRows {
+    pub coding_system: String,
+    pub coding_code: String,
+    pub patient_id: i64,
+    pub rows: i64,
 }
 
 /// [`NewParquetFile`]s as one array per column, for `UNNEST`.
@@ -252,6 +338,7 @@ struct FileColumns {
     min_last_updated: Vec<DateTime<Utc>>,
     max_last_updated: Vec<DateTime<Utc>>,
     compaction_level: Vec<i32>,
+    patient_rows_known: Vec<bool>,
 }
 
 impl FileColumns {
@@ -272,6 +359,7 @@ impl FileColumns {
             min_last_updated: files.iter().map(|f| f.min_last_updated).collect(),
             max_last_updated: files.iter().map(|f| f.max_last_updated).collect(),
             compaction_level: files.iter().map(|f| f.compaction_level).collect(),
+            patient_rows_known: files.iter().map(|f| !f.patient_rows.is_empty()).collect(),
         }
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use jhe_catalog::{
     FileFilter, FileState, NewParquetFile, PartitionDelta, PublishError, ReplaceError, catalog_summary,
     compaction_candidates, connect, create_database_if_missing, delete_file_rows, janitor_candidates, migrate,
-    parquet_file, positions, publish, published_files, replace_files, stage_files,
+    parquet_file, positions, publish, published_files, published_patient_rows, replace_files, stage_files,
 };
 use sqlx::{Connection, PgConnection, PgPool};
 use url::Url;
@@ -86,6 +86,7 @@ fn file(code: (&str, &str), day: u32, rows: i64, size: i64, patients: (i64, i64)
         min_last_updated: at(day, 22),
         max_last_updated: at(day, 23),
         compaction_level: 0,
+        patient_rows: vec![(patients.0, rows)],
     }
 }
 
@@ -236,6 +237,49 @@ async fn published_files_are_pruned_by_code_day_and_patient() {
             .await,
         vec![0]
     );
+}
+
+#[tokio::test]
+async fn patient_rows_sum_over_the_published_files() {
+    let db = TestDb::create().await;
+    let pool = &db.pool;
+    let with_rows = |mut entry: NewParquetFile, rows: &[(i64, i64)]| {
+        entry.patient_rows = rows.to_vec();
+        entry.row_count = rows.iter().map(|(_, count)| count).sum();
+        entry
+    };
+    let day1 = with_rows(file(HEART_RATE, 1, 0, 100, (1, 3)), &[(1, 5), (2, 7), (3, 1)]);
+    let day2 = with_rows(file(HEART_RATE, 2, 0, 100, (1, 2)), &[(1, 4), (2, 2)]);
+    let steps = with_rows(file(STEPS, 1, 0, 100, (2, 2)), &[(2, 9)]);
+    let staged_only = with_rows(file(HEART_RATE, 3, 0, 100, (1, 1)), &[(1, 100)]);
+    stage_files(pool, &[day1.clone(), day2.clone(), steps.clone(), staged_only]).await.unwrap();
+    publish(pool, TOPIC, &[delta(0, 0, 3)], &[day1.id, day2.id, steps.id]).await.unwrap();
+
+    let pair = |(system, code): (&str, &str)| (system.to_owned(), code.to_owned());
+    let sums = |rows: Vec<jhe_catalog::PatientRows>| {
+        let mut sums: Vec<(String, i64, i64)> =
+            rows.into_iter().map(|row| (row.coding_code, row.patient_id, row.rows)).collect();
+        sums.sort();
+        sums
+    };
+    let hr = HEART_RATE.1.to_owned();
+    let all = published_patient_rows(pool, None, None).await.unwrap().expect("every file's rows are known");
+    assert_eq!(
+        sums(all),
+        vec![(hr.clone(), 1, 9), (hr.clone(), 2, 9), (hr.clone(), 3, 1), (STEPS.1.to_owned(), 2, 9)],
+        "summed over the published files only"
+    );
+    let one = published_patient_rows(pool, Some(&[pair(HEART_RATE)]), Some(&[2])).await.unwrap().unwrap();
+    assert_eq!(sums(one), vec![(hr.clone(), 2, 9)]);
+
+    // a published file catalogued without patient rows makes the sum unknown for its code only
+    let unknown = file(STEPS, 2, 3, 100, (1, 1));
+    let unknown = NewParquetFile { patient_rows: Vec::new(), ..unknown };
+    stage_files(pool, std::slice::from_ref(&unknown)).await.unwrap();
+    publish(pool, TOPIC, &[delta(0, 3, 4)], &[unknown.id]).await.unwrap();
+    assert_eq!(published_patient_rows(pool, Some(&[pair(STEPS)]), None).await.unwrap(), None);
+    assert!(published_patient_rows(pool, Some(&[pair(HEART_RATE)]), None).await.unwrap().is_some());
+    assert_eq!(published_patient_rows(pool, None, None).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
-//! The CapabilityStatement (`GET /FHIR/R5/metadata`, §6.10), computed the way the reference derives it from its
-//! mapping config (`core/fhir/capability.py` over `fhir_config.json`): the 26 supported types in sorted order, each
-//! with the union of its jhe-native and imported-store interactions and search parameters, the US Core
-//! `capabilitystatement-expectation` SHALL extension on each, the imported-only caveats as `documentation`, and the
-//! SMART security block.
+//! The CapabilityStatement (`GET /FHIR/R5/metadata`, §6.10). It lists the reference's 26 resource types in sorted
+//! order (what `jupyterhealth-client`'s `list_fhir_resource_types()` returns) with the US Core
+//! `capabilitystatement-expectation` SHALL extension and the SMART security block, as the reference does — but it
+//! advertises only what jhe serves: the reference also lists create, update, patch and delete on every type for its
+//! imported-record store, which jhe does not have, so a client reading the reference's statement would be promised
+//! writes that answer 405 here. Types jhe keeps no records of are read and search only (always empty); the native
+//! types carry the search parameters and operations (`$lastn`, `$stats`, `$export`) jhe implements.
 
 use serde_json::{Map, Value, json};
 
@@ -12,12 +14,10 @@ const EXPECTATION_URL: &str = "http://hl7.org/fhir/StructureDefinition/capabilit
 const OAUTH_URIS_URL: &str = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris";
 const SECURITY_SERVICE_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/restful-security-service";
 
-/// Interactions of a store, by config name (`search` is the FHIR `search-type`).
-const ALL_INTERACTIONS: &[&str] = &["create", "read", "update", "search", "delete"];
-
 /// How one resource type is served: the jhe-native store (interactions it implements, its own search parameters)
-/// if the type is mapped, and the imported-record store's search parameters (every type allows every interaction
-/// there). Parameter types are the config's (`const`, `code` and `identifier` are FHIR `token`).
+/// if jhe keeps such records, and the search parameters the reference's imported-record store defines (accepted
+/// here, matching nothing, for types jhe keeps no records of). Parameter types are the reference config's (`const`,
+/// `code` and `identifier` are FHIR `token`).
 #[derive(Debug)]
 struct ResourceType {
     name: &'static str,
@@ -121,7 +121,18 @@ const RESOURCE_TYPES: &[ResourceType] = &[
     },
     ResourceType {
         name: "Observation",
-        native: Some((&["create", "read", "search"], &[("status", "const"), ("date", "date")])),
+        native: Some((
+            &["create", "read", "search"],
+            &[
+                ("code", "token"),
+                ("date", "date"),
+                ("identifier", "token"),
+                ("patient", "reference"),
+                ("patient.organization", "reference"),
+                ("status", "const"),
+                ("subject", "reference"),
+            ],
+        )),
         imported_params: &[("category", "token"), ("code", "token"), ("status", "code"), ("date", "date")],
     },
     ResourceType {
@@ -133,7 +144,13 @@ const RESOURCE_TYPES: &[ResourceType] = &[
         name: "Patient",
         native: Some((
             READ_SEARCH,
-            &[("birthdate", "date"), ("family", "string"), ("given", "string"), ("name", "string")],
+            &[
+                ("birthdate", "date"),
+                ("family", "string"),
+                ("given", "string"),
+                ("identifier", "token"),
+                ("name", "string"),
+            ],
         )),
         imported_params: &[
             ("birthdate", "date"),
@@ -173,12 +190,15 @@ const RESOURCE_TYPES: &[ResourceType] = &[
     },
 ];
 
-/// Parameters every search resolves through the canonical patient filters, whichever store serves it.
-const CANONICAL_PARAMS: &[&str] = &["identifier", "code"];
-const SOURCE_PARAM_DOCUMENTATION: &str = "Selects the backing store: omit (or pass the JHE-native source URI) for \
-     JHE-native records; pass an imported FhirSource URI (or _source:below) for imported records.";
-const IMPORTED_ONLY_PARAM_DOCUMENTATION: &str =
-    "Applies when searching imported records via _source; the default JHE-native search ignores it.";
+const SOURCE_PARAM_DOCUMENTATION: &str = "jhe has one store: omit _source, or pass the JHE-native source URI; \
+     any other source (and _source:below) matches nothing.";
+
+/// The FHIR operations jhe implements, by resource type: (name, canonical definition).
+const OPERATIONS: &[(&str, &str, &str)] = &[
+    ("Group", "export", "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"),
+    ("Observation", "lastn", "http://hl7.org/fhir/OperationDefinition/Observation-lastn"),
+    ("Observation", "stats", "http://hl7.org/fhir/OperationDefinition/Observation-stats"),
+];
 
 /// The FHIR resource types jhe serves, sorted (what the Python client's `list_fhir_resource_types()` returns).
 pub fn resource_types() -> impl Iterator<Item = &'static str> {
@@ -215,11 +235,11 @@ pub fn capability_statement(context: &CapabilityContext<'_>) -> Value {
         "implementation": {"description": context.software_name, "url": format!("{base}/FHIR/R5/")},
         "fhirVersion": "5.0.0",
         "format": ["json"],
-        "patchFormat": ["application/json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Searches also support _sort (date, lastUpdated) and _summary=count. \
-                POST [base]/[type]/_search is accepted with form-encoded parameters.",
+            "documentation": "Searches also support _sort (date, lastUpdated, id), _count, _summary=count and \
+                cursor paging through their next links. POST [base]/[type]/_search is accepted with form-encoded \
+                parameters. Observation search takes patient._has:Group:member:_id (or _group) for a study.",
             "security": {
                 "extension": [{
                     "url": OAUTH_URIS_URL,
@@ -255,37 +275,29 @@ fn codes<'a>(interactions: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
 }
 
 fn resource_entry(resource: &ResourceType) -> Value {
-    let native: &[&str] = resource.native.map(|(interactions, _)| interactions).unwrap_or_default();
-    let native_params = resource.native.map(|(_, params)| params).unwrap_or_default();
-    // The imported store serves every interaction, and PATCH as a JSON merge because it serves update.
-    let all: Vec<&str> = native.iter().chain(ALL_INTERACTIONS).copied().chain(["patch"]).collect();
-
-    let mut documentation = Vec::new();
-    let imported_only_writes: Vec<&str> =
-        ALL_INTERACTIONS.iter().copied().filter(|name| !native.contains(name) && !READ_SEARCH.contains(name)).collect();
-    if !native.is_empty() && !imported_only_writes.is_empty() {
-        documentation.push(format!(
-            "The {} interactions apply to imported records only; JHE-native records support {}.",
-            codes(imported_only_writes.iter().copied().chain(["patch"])).join(", "),
-            codes(native.iter().copied()).join(", "),
-        ));
-    }
-    documentation.push(
-        "Creates routed to the imported-record store must name a FhirSource via the X-JHE-FHIR-Source-ID header or \
-         the resource's meta.source."
-            .to_owned(),
-    );
-    if resource.name == "Observation" {
-        documentation.push(
-            "JHE-native Observations code their measurement with system https://w3id.org/openmhealth and carry the \
-             full Open mHealth data point as a base64 JSON valueAttachment (contentType application/json)."
-                .to_owned(),
-        );
-    }
-
-    // Union of both stores' parameters (the native definition wins a tie), sorted by name.
-    let mut params: Vec<(&str, &str)> = native_params.to_vec();
-    params.extend(resource.imported_params.iter().filter(|(name, _)| !native_params.iter().any(|(n, _)| n == name)));
+    let (interactions, params, documentation): (&[&str], Params, String) = match resource.native {
+        Some((interactions, params)) => {
+            let documentation = if resource.name == "Observation" {
+                "JHE-native Observations code their measurement with system https://w3id.org/openmhealth and carry \
+                 the full Open mHealth data point as a base64 JSON valueAttachment (contentType application/json). \
+                 Results hold only what the caller may see under the patients' consents."
+                    .to_owned()
+            } else {
+                format!("Read and search only; {} records are managed through the Admin REST API.", resource.name)
+            };
+            (interactions, params, documentation)
+        }
+        None => (
+            READ_SEARCH,
+            resource.imported_params,
+            format!(
+                "jhe keeps no {} records (the reference Exchange keeps them only in an imported-record store jhe \
+                 does not have): searches answer an empty Bundle and reads 404.",
+                resource.name
+            ),
+        ),
+    };
+    let mut params: Vec<(&str, &str)> = params.to_vec();
     params.sort_unstable_by_key(|(name, _)| *name);
     let mut search_params: Vec<Value> = params
         .iter()
@@ -294,24 +306,26 @@ fn resource_entry(resource: &ResourceType) -> Value {
                 "identifier" | "code" | "const" => "token",
                 other => other,
             };
-            let mut param = json!({"name": name, "type": kind});
-            let imported_only = resource.native.is_some()
-                && !native_params.iter().any(|(n, _)| n == name)
-                && !CANONICAL_PARAMS.contains(name);
-            if imported_only {
-                param["documentation"] = IMPORTED_ONLY_PARAM_DOCUMENTATION.into();
-            }
-            shall(param)
+            shall(json!({"name": name, "type": kind}))
         })
         .collect();
     search_params.push(shall(json!({"name": "_id", "type": "token"})));
     search_params.push(shall(json!({"name": "_lastUpdated", "type": "date"})));
     search_params.push(shall(json!({"name": "_source", "type": "uri", "documentation": SOURCE_PARAM_DOCUMENTATION})));
 
-    json!({
+    let mut entry = json!({
         "type": resource.name,
-        "documentation": documentation.join(" "),
-        "interaction": codes(all).into_iter().map(|code| shall(json!({"code": code}))).collect::<Vec<_>>(),
+        "documentation": documentation,
+        "interaction": codes(interactions.iter().copied()).into_iter().map(|code| shall(json!({"code": code}))).collect::<Vec<_>>(),
         "searchParam": search_params,
-    })
+    });
+    let operations: Vec<Value> = OPERATIONS
+        .iter()
+        .filter(|(type_name, _, _)| *type_name == resource.name)
+        .map(|(_, name, definition)| shall(json!({"name": name, "definition": definition})))
+        .collect();
+    if !operations.is_empty() {
+        entry["operation"] = Value::Array(operations);
+    }
+    entry
 }

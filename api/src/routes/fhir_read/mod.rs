@@ -224,20 +224,22 @@ async fn search_post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let mut from_body = Vec::new();
     let result = async {
         let Auth(caller) = auth?;
         let resource_type = resource_type_of(path)?;
         let body =
             body.map_err(|rejection| ApiError::bad_request(format!("could not read the request body: {rejection}")))?;
         let mut params = query_pairs(query.as_deref());
-        params.extend(body_params(&headers, &body)?);
+        from_body = body_params(&headers, &body)?;
+        params.extend(from_body.iter().cloned());
         let path = format!("/FHIR/R5/{resource_type}");
         let self_url = link_url(&url.base, &path, params.clone());
         let search_url = SearchUrl { base: url.base, path, params, self_url };
         run_search(&state, &caller, &resource_type, &search_url, strict_handling(&headers)).await
     }
     .await;
-    result.unwrap_or_else(ApiError::into_fhir_response)
+    crate::audit::with_body_query(result.unwrap_or_else(ApiError::into_fhir_response), &from_body)
 }
 
 /// Search parameters in a `_search` body: `application/x-www-form-urlencoded` (FHIR's form), or JSON (a
