@@ -213,6 +213,8 @@ impl Tuning {
 }
 
 fn main() -> anyhow::Result<()> {
+    // as `jhe` does, so the processor measured here allocates as it does there
+    jhe_processor::limit_malloc_arenas();
     let cli = Cli::parse();
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -689,6 +691,7 @@ async fn process(args: ProcessArgs) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(args.tuning.flush_interval_ms),
         flush_max_records: args.tuning.flush_max_records,
         schemas_dir: None,
+        query: jhe_query::QuerySettings::default(),
     };
     let dead_letter_topic = format!("{}.dlq", args.topic);
     let log = EventLog::open(&config.log_config()).await.context("opening the log")?;
@@ -876,6 +879,7 @@ async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
         flush_interval: Duration::from_millis(args.tuning.flush_interval_ms),
         flush_max_records: args.tuning.flush_max_records,
         schemas_dir: None,
+        query: jhe_query::QuerySettings::default(),
     };
     let rows_before = published_rows(&pool).await?;
 

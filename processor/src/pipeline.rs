@@ -673,6 +673,25 @@ fn release_free_memory(target_bytes: usize) {
 /// See [`release_free_memory`].
 const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] unless the operator set `MALLOC_ARENA_MAX`. glibc gives every
+/// thread that meets contention an arena of its own, up to eight per core; a flush allocates on the consumer, the
+/// worker threads and the query runtime at once, and each arena keeps its own fragmented free memory, so the
+/// resident size grows with the number of arenas rather than with what is in use. Call it first thing in `main`,
+/// before any runtime starts threads (arenas already made are not merged).
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+    }
+}
+
+/// Arenas [`limit_malloc_arenas`] allows.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MALLOC_ARENAS: std::ffi::c_int = 2;
+/// glibc's `mallopt` parameter for the arena limit (`<malloc.h>`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const M_ARENA_MAX: std::ffi::c_int = -8;
+
 /// When memory was last handed back: process-wide, like the allocator.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 static LAST_RELEASE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
@@ -691,6 +710,8 @@ unsafe extern "C" {
     /// glibc: releases free memory at the top of the heap and whole free pages inside every arena. It takes no
     /// pointers and has no preconditions.
     safe fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    /// glibc: sets an allocator parameter; an unknown parameter or value is refused with 0, never undefined.
+    safe fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
 }
 
 /// The flush in flight's result, or never (no flush in flight).
