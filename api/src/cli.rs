@@ -275,6 +275,7 @@ pub fn pipeline_config(
             .unwrap_or(DEFAULT_FLUSH_MAX_RECORDS)
             .max(1),
         schemas_dir: args.schemas_dir.clone().or_else(|| file.schemas_dir.clone()),
+        query: jhe_query::QuerySettings::from_env().map_err(anyhow::Error::msg)?,
     })
 }
 
@@ -371,6 +372,9 @@ pub async fn run_server(
         metrics,
         audit,
         token_cache: crate::token_cache::TokenCache::from_env(),
+        mailer: crate::mail::Mailer::from_env(Some(&config.data_dir))?,
+        login_limits: crate::login_limits::LoginLimits::from_env(),
+        federation: crate::Federation::from_env()?,
     };
     tracing::info!(listen = %config.listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
     let http_stop = stop.clone();

@@ -10,13 +10,21 @@ use serde_json::json;
 pub(crate) struct ApiError {
     kind: ErrorKind,
     detail: String,
+    /// the OperationOutcome issue code on FHIR routes (`processing`, as every reference outcome has, unless a
+    /// refusal names its reason)
+    fhir_code: &'static str,
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     pub(crate) fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        ApiError { kind, detail: detail.into() }
+        ApiError { kind, detail: detail.into(), fhir_code: "processing" }
+    }
+
+    /// A request outside the token's SMART scopes: 403, issue code `forbidden` on FHIR routes.
+    pub(crate) fn insufficient_scope(detail: impl Into<String>) -> Self {
+        ApiError { fhir_code: "forbidden", ..Self::forbidden(detail) }
     }
 
     pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
@@ -46,7 +54,8 @@ impl ApiError {
     /// The same error as a FHIR OperationOutcome (the FHIR routes' error format, §6.9), without the
     /// WWW-Authenticate header (the reference sends none on FHIR routes).
     pub(crate) fn into_fhir_response(self) -> Response {
-        let outcome = jhe_schemas::fhir::outcome::OperationOutcome::error(self.detail.as_str());
+        let outcome =
+            jhe_schemas::fhir::outcome::OperationOutcome::error(self.detail.as_str()).with_code(self.fhir_code);
         (self.status(), axum::Json(outcome)).into_response()
     }
 
@@ -151,6 +160,11 @@ impl OAuthError {
 
     pub(crate) fn unauthorized_client(description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", description)
+    }
+
+    /// A requested scope that is malformed or wider than allowed (RFC 6749 §5.2).
+    pub(crate) fn invalid_scope(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", description)
     }
 
     pub(crate) fn unsupported_grant_type(description: impl Into<String>) -> Self {

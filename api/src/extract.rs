@@ -81,9 +81,37 @@ impl FromRequestParts<AppState> for RequestUrl {
     }
 }
 
-/// The authenticated caller (401 without a valid bearer token).
+/// The authenticated caller (401 without a valid bearer token; 403 when the token's SMART scopes do not cover the
+/// request, `smart_scopes::route_scope` says what each route needs).
 #[derive(Debug, Clone)]
 pub(crate) struct Auth(pub(crate) Caller);
+
+/// The SMART scope check of a request by a valid token: the caller to act as, or the refusal.
+fn within_scopes(parts: &Parts, found: &crate::token_cache::Authenticated) -> Result<Caller, ApiError> {
+    use crate::smart_scopes::{Decision, RouteScope, as_patient, route_scope};
+    let mut caller = found.caller.clone();
+    let route = match parts.extensions.get::<axum::extract::MatchedPath>() {
+        Some(matched) => {
+            let path = parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map(|original| original.0.path())
+                .unwrap_or_else(|| parts.uri.path());
+            route_scope(&parts.method, matched.as_str(), path)
+        }
+        None => RouteScope::Unmapped,
+    };
+    let query: Vec<(String, String)> =
+        parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    match found.scopes.decide(&caller, &route, &query) {
+        Decision::Allowed => Ok(caller),
+        Decision::AsPatient => {
+            as_patient(&mut caller);
+            Ok(caller)
+        }
+        Decision::Refused(message) => Err(ApiError::insufficient_scope(message)),
+    }
+}
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
@@ -98,12 +126,12 @@ impl FromRequestParts<AppState> for Auth {
             return Err(ApiError::unauthenticated());
         }
         // cached for at most a few seconds (token_cache.rs); revocations through this process evict at once
-        match state.token_cache.authenticate(&state.pool, token).await? {
-            Some(caller) => {
+        match state.token_cache.check(&state.pool, token).await? {
+            Some(found) => {
                 if let Some(slot) = parts.extensions.get::<crate::audit::AuditSlot>() {
-                    slot.set_user(caller.user_id);
+                    slot.set_user(found.caller.user_id);
                 }
-                Ok(Auth(caller))
+                within_scopes(parts, &found).map(Auth)
             }
             None => Err(ApiError::new(jhe_schemas::ErrorKind::Unauthenticated, "Invalid token.")),
         }

@@ -7,6 +7,8 @@ mod camel;
 pub mod cli;
 mod error;
 mod extract;
+pub mod login_limits;
+pub mod mail;
 mod openapi;
 mod paging;
 pub mod pipeline;
@@ -21,6 +23,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+/// Federated login through an upstream OpenID Connect provider (`JHE_OIDC_*`, docs/identity.md).
+pub use routes::oauth::{CALLBACK_PATH as OIDC_CALLBACK_PATH, Federation, FederationConfig, FederationConfigError};
 /// ID-token signing keys of the OAuth provider (`rotate_signing_key` makes a new key sign from now on).
 pub use routes::oauth::{KeyError, rotate_signing_key};
 
@@ -43,6 +47,12 @@ pub struct AppState {
     pub audit: audit::AuditLog,
     /// Recent bearer-token checks (`JHE_TOKEN_CACHE_TTL_MS`); cleared whenever this process changes tokens or users.
     pub token_cache: token_cache::TokenCache,
+    /// Mail of the account pages (verification and password-reset links); `JHE_SMTP_URL` / `JHE_MAIL_DIR`.
+    pub mailer: mail::Mailer,
+    /// Failed-login lockout and the per-client-IP budget of the account forms.
+    pub login_limits: login_limits::LoginLimits,
+    /// Federated login through an upstream OpenID Connect provider (`JHE_OIDC_*`); `None` when not configured.
+    pub federation: Option<Arc<Federation>>,
 }
 
 impl AppState {
@@ -51,7 +61,18 @@ impl AppState {
     pub fn new(pool: PgPool) -> Self {
         let audit = audit::AuditLog::start(pool.clone());
         let token_cache = token_cache::TokenCache::from_env();
-        Self { pool, site_url: None, ingest: None, query: None, metrics: None, audit, token_cache }
+        Self {
+            pool,
+            site_url: None,
+            ingest: None,
+            query: None,
+            metrics: None,
+            audit,
+            token_cache,
+            mailer: mail::Mailer::log_only(),
+            login_limits: login_limits::LoginLimits::from_env(),
+            federation: None,
+        }
     }
 }
 
@@ -85,6 +106,7 @@ pub async fn serve(
     if let Err(error) = routes::oauth::ensure_signing_key(&state.pool).await {
         tracing::error!(%error, "could not prepare the ID-token signing key; OAuth requests will retry");
     }
+    routes::fail_stale_export_jobs(&state.pool).await;
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

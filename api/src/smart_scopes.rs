@@ -1,8 +1,16 @@
-//! SMART App Launch v2 scope parsing (issue 6): `patient/Observation.rs`, `user/*.cruds`,
-//! `system/Patient.r?identifier=…`, and the v1 forms `.read`, `.write`, `.*`. Parsing only: enforcement is not
-//! wired yet, so nothing outside the tests calls this module.
-#![allow(dead_code)] // why: the parser lands before enforcement; remove when the Auth extractor uses it
+//! SMART App Launch v2 scopes (issue 6): `patient/Observation.rs`, `user/*.cruds`, `system/Patient.r?identifier=…`,
+//! and the v1 forms `.read`, `.write`, `.*`: parsing, what may be issued and narrowed at the token endpoint, and the
+//! enforcement the `Auth` extractor applies to every REST and FHIR request (docs/identity.md, "SMART scopes").
+//!
+//! * A token issued without any SMART resource scope keeps its user's full rights (the reference's behaviour).
+//! * Otherwise every request needs, for each (resource type, interaction) its route maps to ([`route_scope`]), a
+//!   scope granting it: `user/` always, `system/` on client-credentials tokens, `patient/` only for a caller with
+//!   a patient record, and then the request runs as that patient alone (a practitioner identity is dropped).
+//! * v2 constraints (`?code=…`) are honoured conservatively: a constrained scope grants only searches whose query
+//!   string carries every constraint parameter with exactly the constraint's value.
 
+use axum::http::Method;
+use jhe_catalog::Caller;
 use std::fmt;
 
 /// Whose data a resource scope covers.
@@ -174,6 +182,367 @@ fn parse_permissions(text: &str) -> Option<Permissions> {
     Some(permissions)
 }
 
+impl Permission {
+    fn letter(self) -> char {
+        match self {
+            Permission::Create => 'c',
+            Permission::Read => 'r',
+            Permission::Update => 'u',
+            Permission::Delete => 'd',
+            Permission::Search => 's',
+        }
+    }
+
+    fn interaction(self) -> &'static str {
+        match self {
+            Permission::Create => "create",
+            Permission::Read => "read",
+            Permission::Update => "update",
+            Permission::Delete => "delete",
+            Permission::Search => "search",
+        }
+    }
+}
+
+impl Permissions {
+    /// Every letter of `self` is in `other`.
+    fn within(&self, other: &Permissions) -> bool {
+        [Permission::Create, Permission::Read, Permission::Update, Permission::Delete, Permission::Search]
+            .into_iter()
+            .all(|p| !self.allows(p) || other.allows(p))
+    }
+}
+
+impl ResourceScope {
+    /// Whether `self` grants at least everything `narrower` grants.
+    fn covers(&self, narrower: &ResourceScope) -> bool {
+        self.context == narrower.context
+            && (self.resource_type.is_none() || self.resource_type == narrower.resource_type)
+            && narrower.permissions.within(&self.permissions)
+            && self.constraints.iter().all(|c| narrower.constraints.contains(c))
+    }
+
+    /// The constraints hold for a request: none, or a search whose query string carries each constraint parameter,
+    /// every time with exactly the constraint's value (anything else cannot be checked before the handler runs).
+    fn constraints_hold(&self, permission: Permission, query: &[(String, String)]) -> bool {
+        self.constraints.is_empty()
+            || (permission == Permission::Search
+                && self.constraints.iter().all(|(key, value)| {
+                    let mut sent = query.iter().filter(|(k, _)| k == key).peekable();
+                    sent.peek().is_some() && sent.all(|(_, v)| v == value)
+                }))
+    }
+}
+
+/// The SMART resource scopes of a `scope` request parameter, as sent (deduplicated, in order); an error message
+/// (for RFC 6749 `invalid_scope`) when one is malformed, or is a `system/` scope where only users sign in.
+pub(crate) fn requested_resource_scopes(requested: &str, allow_system: bool) -> Result<Vec<String>, String> {
+    let mut granted: Vec<String> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    for token in requested.split_ascii_whitespace() {
+        match parse_scope(token) {
+            Ok(Scope::Resource(scope)) => {
+                if scope.context == Context::System && !allow_system {
+                    errors.push(format!("`{token}`: system/ scopes are for client-credentials (backend) clients"));
+                } else if !granted.iter().any(|g| g == token) {
+                    granted.push(token.to_owned());
+                }
+            }
+            Ok(Scope::Other(_)) => {}
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    if errors.is_empty() { Ok(granted) } else { Err(errors.join("; ")) }
+}
+
+/// The scope of tokens refreshed from a grant of `granted` when the refresh request asks for `requested` (RFC 6749
+/// §6): the same without a request; else every requested scope must have been granted (a resource scope may be
+/// narrower than a granted one), and a grant limited by resource scopes cannot lose them all (that would give the
+/// token its user's full rights). A grant without resource scopes (full rights) may be narrowed to any.
+pub(crate) fn narrowed_scope(granted: &str, requested: Option<&str>) -> Result<String, String> {
+    let Some(requested) = requested.map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(granted.to_owned());
+    };
+    let granted_tokens: Vec<&str> = granted.split_ascii_whitespace().collect();
+    let granted_resources: Vec<ResourceScope> = granted_tokens
+        .iter()
+        .filter_map(|token| match parse_scope(token) {
+            Ok(Scope::Resource(scope)) => Some(scope),
+            _ => None,
+        })
+        .collect();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut resources = 0;
+    for token in requested.split_ascii_whitespace() {
+        match parse_scope(token).map_err(|e| e.to_string())? {
+            Scope::Resource(scope) => {
+                let allowed = if granted_resources.is_empty() {
+                    scope.context != Context::System
+                } else {
+                    granted_resources.iter().any(|g| g.covers(&scope))
+                };
+                if !allowed {
+                    return Err(format!("`{token}` is not within the granted scope `{granted}`"));
+                }
+                resources += 1;
+            }
+            Scope::Other(_) if !granted_tokens.contains(&token) => {
+                return Err(format!("`{token}` is not within the granted scope `{granted}`"));
+            }
+            Scope::Other(_) => {}
+        }
+        if !kept.contains(&token) {
+            kept.push(token);
+        }
+    }
+    if !granted_resources.is_empty() && resources == 0 {
+        return Err(format!(
+            "the granted scope `{granted}` limits the token to SMART resource scopes; a refresh must keep at least one"
+        ));
+    }
+    Ok(kept.join(" "))
+}
+
+/// What a token's scope lets it do, parsed once per token check (and cached with it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenScopes {
+    resources: Vec<ResourceScope>,
+    /// limited by SMART scopes at all (a token issued without any keeps its user's full rights)
+    restricted: bool,
+    client_credentials: bool,
+}
+
+/// One (resource type, interaction) a route needs; `resource_type` `None`: only a `*` scope grants it (endpoints
+/// with no FHIR counterpart, such as OAuth clients, API keys and settings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Need {
+    pub(crate) resource_type: Option<String>,
+    pub(crate) permission: Permission,
+}
+
+/// What a route asks of a token's scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RouteScope {
+    /// the caller's own identity (profile, own organizations) or a public endpoint: any valid token
+    Identity,
+    /// every one is needed
+    Needs(Vec<Need>),
+    /// not mapped here: refused to a token limited by SMART scopes (fail closed)
+    Unmapped,
+}
+
+/// How a request may proceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Allowed,
+    /// granted only by `patient/` scopes: the request runs as the caller's patient record alone
+    AsPatient,
+    Refused(String),
+}
+
+impl TokenScopes {
+    /// The scopes of a token issued with `scope`.
+    pub(crate) fn from_granted(scope: &str, client_credentials: bool) -> Self {
+        let (scopes, errors) = parse_scopes(scope);
+        let resources: Vec<ResourceScope> = scopes
+            .into_iter()
+            .filter_map(|scope| match scope {
+                Scope::Resource(resource) => Some(resource),
+                Scope::Other(_) => None,
+            })
+            .collect();
+        // a stored scope that does not parse (edited in SQL) limits the token rather than freeing it
+        let restricted = !resources.is_empty() || !errors.is_empty();
+        TokenScopes { resources, restricted, client_credentials }
+    }
+
+    /// Whether a request of `caller` to a route asking `route` (with this raw query string) is within the scopes.
+    pub(crate) fn decide(&self, caller: &Caller, route: &RouteScope, query: &[(String, String)]) -> Decision {
+        if !self.restricted {
+            return Decision::Allowed;
+        }
+        let needs = match route {
+            RouteScope::Identity => return Decision::Allowed,
+            RouteScope::Unmapped => {
+                return Decision::Refused("the token's SMART scopes do not cover this endpoint".to_owned());
+            }
+            RouteScope::Needs(needs) => needs,
+        };
+        let mut as_patient = false;
+        for need in needs {
+            let grants = |scope: &&ResourceScope| {
+                let type_matches = match &need.resource_type {
+                    Some(resource_type) => scope.allows(resource_type, need.permission),
+                    None => scope.resource_type.is_none() && scope.permissions.allows(need.permission),
+                };
+                type_matches && scope.constraints_hold(need.permission, query)
+            };
+            let as_user = self.resources.iter().filter(grants).any(|scope| match scope.context {
+                Context::User => true,
+                Context::System => self.client_credentials,
+                Context::Patient => false,
+            });
+            if as_user {
+                continue;
+            }
+            let for_patient = caller.patient_id.is_some()
+                && self.resources.iter().filter(grants).any(|scope| scope.context == Context::Patient);
+            if !for_patient {
+                return Decision::Refused(self.refusal(need));
+            }
+            as_patient = true;
+        }
+        if as_patient { Decision::AsPatient } else { Decision::Allowed }
+    }
+
+    /// Names the missing scope in its `user/` form, which grants it to every kind of token.
+    fn refusal(&self, need: &Need) -> String {
+        let context = "user";
+        let letter = need.permission.letter();
+        let interaction = need.permission.interaction();
+        match &need.resource_type {
+            Some(resource_type) => format!(
+                "the token's scopes do not allow {interaction} on {resource_type} (needs {context}/{resource_type}.{letter})"
+            ),
+            None => {
+                format!("the token's scopes do not allow {interaction} on this endpoint (needs {context}/*.{letter})")
+            }
+        }
+    }
+}
+
+/// The caller reduced to its patient record: what a `patient/` scope covers.
+pub(crate) fn as_patient(caller: &mut Caller) {
+    caller.is_superuser = false;
+    caller.practitioner_id = None;
+    caller.memberships.clear();
+    caller.user_type = Some("patient".to_owned());
+}
+
+fn need(resource_type: Option<&str>, permission: Permission) -> Need {
+    Need { resource_type: resource_type.map(str::to_owned), permission }
+}
+
+fn needs(list: &[(Option<&str>, Permission)]) -> RouteScope {
+    RouteScope::Needs(list.iter().map(|(t, p)| need(*t, *p)).collect())
+}
+
+/// The interaction of a REST method: GET on a collection is a search, on one item a read; POST creates, PATCH and
+/// PUT update, DELETE deletes.
+fn rest_interaction(method: &Method, collection: bool) -> Option<Permission> {
+    match *method {
+        Method::GET | Method::HEAD if collection => Some(Permission::Search),
+        Method::GET | Method::HEAD => Some(Permission::Read),
+        Method::POST => Some(Permission::Create),
+        Method::PATCH | Method::PUT => Some(Permission::Update),
+        Method::DELETE => Some(Permission::Delete),
+        _ => None,
+    }
+}
+
+/// A resource's REST collection and item routes.
+fn crud(method: &Method, resource_type: Option<&str>, collection: bool) -> RouteScope {
+    match rest_interaction(method, collection) {
+        Some(permission) => needs(&[(resource_type, permission)]),
+        None => RouteScope::Unmapped,
+    }
+}
+
+/// A sub-resource that is read with its parent (`read_as`) and changed as an update of it (`parent`).
+fn sub_resource(method: &Method, parent: Option<&str>, read_as: &[(Option<&str>, Permission)]) -> RouteScope {
+    match *method {
+        Method::GET | Method::HEAD => needs(read_as),
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE => needs(&[(parent, Permission::Update)]),
+        _ => RouteScope::Unmapped,
+    }
+}
+
+/// What a request needs of a token's SMART scopes: `route` is the matched route (`/api/v1/patients/{id}`), `path`
+/// the request's path (for the resource type of `/FHIR/R5/{resource_type}` routes).
+pub(crate) fn route_scope(method: &Method, route: &str, path: &str) -> RouteScope {
+    if let Some(rest) = route.strip_prefix("/api/v1") {
+        rest_scope(method, rest.trim_end_matches('/'))
+    } else if let Some(rest) = route.strip_prefix("/FHIR/R5") {
+        fhir_scope(method, rest.trim_end_matches('/'), path)
+    } else {
+        RouteScope::Unmapped
+    }
+}
+
+fn fhir_scope(method: &Method, route: &str, path: &str) -> RouteScope {
+    use Permission::{Create, Read, Search};
+    const OBSERVATION: Option<&str> = Some("Observation");
+    let get = matches!(*method, Method::GET | Method::HEAD);
+    let post = *method == Method::POST;
+    // `$export` hands out Observations of a study: what reading the study and searching and reading them needs
+    let export = [(Some("Group"), Read), (OBSERVATION, Search), (OBSERVATION, Read)];
+    let resource_type = path.strip_prefix("/FHIR/R5/").and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    match route {
+        "/metadata" | "/.well-known/smart-configuration" => RouteScope::Identity,
+        // uploads: a single Observation, a batch Bundle (whose entries can only create Observations) or NDJSON
+        "" | "/Observation" | "/Observation/$bulk-upload" if post => needs(&[(OBSERVATION, Create)]),
+        "/Observation" if get => needs(&[(OBSERVATION, Search)]),
+        "/Observation/_search" if post => needs(&[(OBSERVATION, Search)]),
+        "/Observation/$lastn" | "/Observation/$stats" if get => needs(&[(OBSERVATION, Search)]),
+        "/Observation/{id}" if get => needs(&[(OBSERVATION, Read)]),
+        "/{resource_type}" if get => needs(&[(Some(resource_type), Search)]),
+        "/{resource_type}/_search" if get || post => needs(&[(Some(resource_type), Search)]),
+        "/{resource_type}/{id}" if get => needs(&[(Some(resource_type), Read)]),
+        "/Group/{study}/$export" if get || post => needs(&export),
+        "/$export-status/{job}" | "/$export-file/{job}/{name}" => needs(&export),
+        _ => RouteScope::Unmapped,
+    }
+}
+
+fn rest_scope(method: &Method, route: &str) -> RouteScope {
+    use Permission::{Read, Search, Update};
+    let get = matches!(*method, Method::GET | Method::HEAD);
+    match route {
+        // who the caller is, and a public endpoint (invitation redemption takes no token)
+        "/users/profile" | "/users/organizations" | "/patients/me" => RouteScope::Identity,
+        "/invitation/{id}" if *method == Method::POST => RouteScope::Identity,
+        // accounts, OAuth clients, API keys, invitations and settings have no FHIR type: only `*` scopes reach them
+        "/users" | "/practitioner_clients" | "/clients" | "/jhe_settings" | "/invitation" => crud(method, None, true),
+        "/users/search_by_email" if get => needs(&[(None, Search)]),
+        "/users/{id}" | "/practitioner_clients/{id}" | "/clients/{id}" | "/jhe_settings/{id}" | "/invitation/{id}" => {
+            crud(method, None, false)
+        }
+        "/clients/{id}/data_sources" => sub_resource(method, None, &[(None, Read)]),
+        "/organizations" | "/organizations/types" => crud(method, Some("Organization"), true),
+        "/organizations/{id}" => crud(method, Some("Organization"), false),
+        "/organizations/{id}/tree" if get => needs(&[(Some("Organization"), Read)]),
+        "/organizations/{id}/users" if get => needs(&[(Some("Organization"), Read), (Some("Practitioner"), Search)]),
+        "/organizations/{id}/user" | "/organizations/{id}/remove_user" if !get => {
+            needs(&[(Some("Organization"), Update)])
+        }
+        "/organizations/{id}/studies" if get => needs(&[(Some("Group"), Search)]),
+        "/practitioners" => crud(method, Some("Practitioner"), true),
+        "/practitioners/{id}" => crud(method, Some("Practitioner"), false),
+        "/patients" => crud(method, Some("Patient"), true),
+        "/patients/global_lookup" if get => needs(&[(Some("Patient"), Search)]),
+        "/patients/{id}" => crud(method, Some("Patient"), false),
+        "/patients/{id}/global_add_organization" if !get => needs(&[(Some("Patient"), Update)]),
+        "/patients/{id}/consents" => crud(method, Some("Consent"), true),
+        "/patients/{id}/consolidated_clients" if get => needs(&[(Some("Consent"), Search)]),
+        "/studies" => crud(method, Some("Group"), true),
+        "/studies/{id}" => crud(method, Some("Group"), false),
+        "/studies/{id}/patients" => {
+            sub_resource(method, Some("Group"), &[(Some("Group"), Read), (Some("Patient"), Search)])
+        }
+        "/studies/{id}/scope_requests" | "/studies/{id}/clients" | "/studies/{id}/data_sources" => {
+            sub_resource(method, Some("Group"), &[(Some("Group"), Read)])
+        }
+        "/studies/{id}/observation_summary" if get => needs(&[(Some("Group"), Read), (Some("Observation"), Search)]),
+        "/data_sources" | "/data_sources/all_scopes" => crud(method, Some("Device"), true),
+        "/data_sources/{id}" => crud(method, Some("Device"), false),
+        "/data_sources/{id}/supported_scopes" => sub_resource(method, Some("Device"), &[(Some("Device"), Read)]),
+        "/observations" if get => needs(&[(Some("Observation"), Search)]),
+        "/observations/{id}" if get => needs(&[(Some("Observation"), Read)]),
+        "/audit_events" if get => needs(&[(Some("AuditEvent"), Search)]),
+        _ => RouteScope::Unmapped,
+    }
+}
+
 impl fmt::Display for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -243,5 +612,213 @@ mod tests {
         assert_eq!(scopes.len(), 5);
         assert_eq!(scopes[2], Scope::Other("launch/patient".to_owned()));
         assert_eq!(Context::System.to_string(), "system");
+    }
+
+    fn caller(practitioner: bool, patient: bool) -> Caller {
+        Caller {
+            user_id: 1,
+            email: "someone@example.org".into(),
+            is_superuser: false,
+            user_type: Some(if practitioner { "practitioner" } else { "patient" }.into()),
+            practitioner_id: practitioner.then_some(10),
+            patient_id: patient.then_some(20),
+            memberships: vec![],
+        }
+    }
+
+    fn route(method: Method, path: &str) -> RouteScope {
+        let template = if path.starts_with("/FHIR/R5/Patient") { "/FHIR/R5/{resource_type}" } else { path };
+        route_scope(&method, template, path)
+    }
+
+    #[test]
+    fn tokens_without_resource_scopes_keep_full_rights() {
+        let scopes = TokenScopes::from_granted("openid email", false);
+        let delete = route(Method::DELETE, "/api/v1/studies/{id}");
+        assert_eq!(scopes.decide(&caller(true, false), &delete, &[]), Decision::Allowed);
+        // a stored scope that does not parse limits instead
+        let broken = TokenScopes::from_granted("user/observation.rs", false);
+        assert!(matches!(broken.decide(&caller(true, false), &delete, &[]), Decision::Refused(_)));
+    }
+
+    #[test]
+    fn user_scopes_grant_their_letters_on_their_types() {
+        let scopes = TokenScopes::from_granted("openid user/Observation.rs", false);
+        let practitioner = caller(true, false);
+        let search = route(Method::GET, "/FHIR/R5/Observation");
+        assert_eq!(scopes.decide(&practitioner, &search, &[]), Decision::Allowed);
+        assert_eq!(scopes.decide(&practitioner, &route(Method::GET, "/api/v1/observations"), &[]), Decision::Allowed);
+        let Decision::Refused(message) = scopes.decide(&practitioner, &route(Method::GET, "/FHIR/R5/Patient"), &[])
+        else {
+            panic!("Patient search is outside user/Observation.rs");
+        };
+        assert_eq!(message, "the token's scopes do not allow search on Patient (needs user/Patient.s)");
+        let upload = route(Method::POST, "/FHIR/R5/");
+        assert!(
+            matches!(scopes.decide(&practitioner, &upload, &[]), Decision::Refused(m) if m.contains("Observation.c"))
+        );
+        assert_eq!(scopes.decide(&practitioner, &route(Method::GET, "/api/v1/users/profile"), &[]), Decision::Allowed);
+        let keys = route(Method::POST, "/api/v1/practitioner_clients");
+        assert!(matches!(scopes.decide(&practitioner, &keys, &[]), Decision::Refused(m) if m.contains("user/*.c")));
+        let everything = TokenScopes::from_granted("user/*.read", false);
+        assert_eq!(
+            everything.decide(&practitioner, &route(Method::GET, "/api/v1/jhe_settings"), &[]),
+            Decision::Allowed
+        );
+        assert!(matches!(everything.decide(&practitioner, &keys, &[]), Decision::Refused(_)));
+    }
+
+    #[test]
+    fn patient_scopes_need_a_patient_and_system_scopes_a_client_credentials_token() {
+        let scopes = TokenScopes::from_granted("patient/Observation.rs", false);
+        let search = route(Method::GET, "/FHIR/R5/Observation");
+        assert_eq!(scopes.decide(&caller(false, true), &search, &[]), Decision::AsPatient);
+        assert!(matches!(scopes.decide(&caller(true, false), &search, &[]), Decision::Refused(_)));
+        let mut both = caller(true, true);
+        assert_eq!(scopes.decide(&both, &search, &[]), Decision::AsPatient);
+        as_patient(&mut both);
+        assert!(!both.is_practitioner() && both.is_patient());
+
+        let system = "system/Observation.rs";
+        let search_ok = |client_credentials| {
+            TokenScopes::from_granted(system, client_credentials).decide(&caller(true, false), &search, &[])
+        };
+        assert_eq!(search_ok(true), Decision::Allowed);
+        assert!(matches!(search_ok(false), Decision::Refused(_)));
+    }
+
+    #[test]
+    fn constrained_scopes_grant_only_searches_carrying_the_constraint() {
+        let scopes = TokenScopes::from_granted("user/Observation.rs?code=omh%3Aheart-rate%3A2.0", false);
+        let practitioner = caller(true, false);
+        let search = route(Method::GET, "/FHIR/R5/Observation");
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(scopes.decide(&practitioner, &search, &[pair("code", "omh:heart-rate:2.0")]), Decision::Allowed);
+        for query in [
+            vec![],
+            vec![pair("code", "omh:blood-pressure:4.0")],
+            vec![pair("code", "omh:heart-rate:2.0"), pair("code", "x")],
+        ] {
+            assert!(matches!(scopes.decide(&practitioner, &search, &query), Decision::Refused(_)), "{query:?}");
+        }
+        let read = route(Method::GET, "/FHIR/R5/Observation/{id}");
+        assert!(matches!(
+            scopes.decide(&practitioner, &read, &[pair("code", "omh:heart-rate:2.0")]),
+            Decision::Refused(_)
+        ));
+    }
+
+    #[test]
+    fn requested_scopes_are_checked_and_refreshes_only_narrow() {
+        assert_eq!(
+            requested_resource_scopes("openid user/Observation.rs launch/patient user/Observation.rs", false),
+            Ok(vec!["user/Observation.rs".to_owned()])
+        );
+        assert!(requested_resource_scopes("user/Observation.x", false).is_err());
+        assert!(requested_resource_scopes("system/*.rs", false).is_err());
+        assert!(requested_resource_scopes("system/*.rs", true).is_ok());
+
+        let granted = "openid user/Observation.rs";
+        assert_eq!(narrowed_scope(granted, None).as_deref(), Ok(granted));
+        assert_eq!(narrowed_scope(granted, Some("user/Observation.r")).as_deref(), Ok("user/Observation.r"));
+        assert_eq!(
+            narrowed_scope(granted, Some("openid user/Observation.read")).as_deref(),
+            Ok("openid user/Observation.read")
+        );
+        for wider in [
+            "user/Observation.rsc",
+            "user/*.rs",
+            "user/Patient.r",
+            "openid email user/Observation.r",
+            "openid",
+            "patient/Observation.r",
+        ] {
+            assert!(narrowed_scope(granted, Some(wider)).is_err(), "{wider}");
+        }
+        // full rights may be narrowed to any user scope, never to system/
+        assert_eq!(
+            narrowed_scope("openid email", Some("openid user/Patient.r")).as_deref(),
+            Ok("openid user/Patient.r")
+        );
+        assert!(narrowed_scope("openid email", Some("system/Patient.r")).is_err());
+        let constrained = "user/Observation.rs?code=a";
+        assert!(narrowed_scope(constrained, Some("user/Observation.s?code=a")).is_ok());
+        assert!(narrowed_scope(constrained, Some("user/Observation.s")).is_err());
+    }
+
+    /// Every route that takes a bearer token is mapped (a new route must be added to `route_scope`).
+    #[test]
+    fn every_authenticated_route_is_mapped() {
+        let routes: &[(&str, &[Method])] = &[
+            ("/FHIR/R5/Observation", &[Method::GET, Method::POST]),
+            ("/FHIR/R5/Observation/", &[Method::GET, Method::POST]),
+            ("/FHIR/R5/", &[Method::POST]),
+            ("/FHIR/R5", &[Method::POST]),
+            ("/FHIR/R5/Observation/$bulk-upload", &[Method::POST]),
+            ("/FHIR/R5/Observation/_search", &[Method::POST]),
+            ("/FHIR/R5/Observation/{id}", &[Method::GET]),
+            ("/FHIR/R5/Observation/$lastn", &[Method::GET]),
+            ("/FHIR/R5/Observation/$stats", &[Method::GET]),
+            ("/FHIR/R5/Group/{study}/$export", &[Method::GET, Method::POST]),
+            ("/FHIR/R5/$export-status/{job}", &[Method::GET, Method::DELETE]),
+            ("/FHIR/R5/$export-file/{job}/{name}", &[Method::GET]),
+            ("/FHIR/R5/{resource_type}", &[Method::GET]),
+            ("/FHIR/R5/{resource_type}/", &[Method::GET]),
+            ("/FHIR/R5/{resource_type}/_search", &[Method::GET, Method::POST]),
+            ("/FHIR/R5/{resource_type}/{id}", &[Method::GET]),
+            ("/FHIR/R5/{resource_type}/{id}/", &[Method::GET]),
+            ("/api/v1/data_sources", &[Method::GET, Method::POST]),
+            ("/api/v1/data_sources/all_scopes", &[Method::GET]),
+            ("/api/v1/data_sources/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/data_sources/{id}/supported_scopes", &[Method::GET, Method::POST, Method::DELETE]),
+            ("/api/v1/practitioner_clients", &[Method::GET, Method::POST]),
+            ("/api/v1/practitioner_clients/{id}", &[Method::GET, Method::PATCH, Method::DELETE]),
+            ("/api/v1/clients", &[Method::GET, Method::POST]),
+            ("/api/v1/clients/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/clients/{id}/data_sources", &[Method::GET, Method::POST, Method::DELETE]),
+            ("/api/v1/patients/{id}/consolidated_clients", &[Method::GET]),
+            ("/api/v1/practitioners", &[Method::GET, Method::POST]),
+            ("/api/v1/practitioners/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/patients", &[Method::GET, Method::POST]),
+            ("/api/v1/patients/me", &[Method::GET]),
+            ("/api/v1/patients/global_lookup", &[Method::GET]),
+            ("/api/v1/patients/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/patients/{id}/global_add_organization", &[Method::PATCH]),
+            ("/api/v1/organizations", &[Method::GET, Method::POST]),
+            ("/api/v1/organizations/types", &[Method::GET]),
+            ("/api/v1/organizations/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/organizations/{id}/tree", &[Method::GET]),
+            ("/api/v1/organizations/{id}/users", &[Method::GET]),
+            ("/api/v1/organizations/{id}/user", &[Method::POST]),
+            ("/api/v1/organizations/{id}/remove_user", &[Method::DELETE]),
+            ("/api/v1/users", &[Method::GET, Method::POST]),
+            ("/api/v1/users/profile", &[Method::GET]),
+            ("/api/v1/users/organizations", &[Method::GET]),
+            ("/api/v1/users/search_by_email", &[Method::GET]),
+            ("/api/v1/users/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/patients/{id}/consents", &[Method::GET, Method::POST, Method::PATCH, Method::DELETE]),
+            ("/api/v1/observations", &[Method::GET]),
+            ("/api/v1/observations/{id}", &[Method::GET]),
+            ("/api/v1/jhe_settings", &[Method::GET, Method::POST]),
+            ("/api/v1/jhe_settings/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/audit_events", &[Method::GET]),
+            ("/api/v1/studies/{id}/observation_summary", &[Method::GET]),
+            ("/api/v1/invitation", &[Method::GET, Method::POST]),
+            ("/api/v1/invitation/{id}", &[Method::GET, Method::POST]),
+            ("/api/v1/studies", &[Method::GET, Method::POST]),
+            ("/api/v1/studies/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
+            ("/api/v1/studies/{id}/patients", &[Method::GET, Method::POST, Method::DELETE]),
+            ("/api/v1/studies/{id}/scope_requests", &[Method::GET, Method::POST, Method::DELETE]),
+            ("/api/v1/studies/{id}/clients", &[Method::GET, Method::POST, Method::DELETE]),
+            ("/api/v1/studies/{id}/data_sources", &[Method::GET, Method::POST, Method::DELETE]),
+            ("/api/v1/organizations/{id}/studies", &[Method::GET]),
+        ];
+        for (template, methods) in routes {
+            for method in *methods {
+                let path = template.replace("{resource_type}", "Patient");
+                assert_ne!(route_scope(method, template, &path), RouteScope::Unmapped, "{method} {template}");
+            }
+        }
+        assert_eq!(route_scope(&Method::GET, "/health", "/health"), RouteScope::Unmapped);
     }
 }

@@ -9,6 +9,7 @@
 //! `clear` bumps a generation counter: a lookup that started against the database before a revocation must not
 //! store its (possibly stale) answer afterwards, so `insert` drops answers from an older generation.
 
+use crate::smart_scopes::TokenScopes;
 use jhe_catalog::Caller;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -24,10 +25,17 @@ const DEFAULT_CAPACITY: usize = 100_000;
 
 type Digest = [u8; 32];
 
+/// A valid token's check: the caller and the token's SMART scopes, parsed once.
+#[derive(Debug)]
+pub(crate) struct Authenticated {
+    pub(crate) caller: Caller,
+    pub(crate) scopes: TokenScopes,
+}
+
 #[derive(Clone)]
 struct Entry {
     /// `None`: the token is unknown, expired or its user inactive.
-    caller: Option<Caller>,
+    caller: Option<Arc<Authenticated>>,
     valid_until: Instant,
 }
 
@@ -90,6 +98,12 @@ impl TokenCache {
 
     /// The caller behind `token`, from the cache when a live entry exists, else from Postgres.
     pub async fn authenticate(&self, pool: &PgPool, token: &str) -> jhe_catalog::Result<Option<Caller>> {
+        Ok(self.check(pool, token).await?.map(|found| found.caller.clone()))
+    }
+
+    /// The caller behind `token` with the token's scopes, from the cache when a live entry exists, else from
+    /// Postgres.
+    pub(crate) async fn check(&self, pool: &PgPool, token: &str) -> jhe_catalog::Result<Option<Arc<Authenticated>>> {
         let digest = jhe_catalog::token_sha256(token);
         if let Some(hit) = self.get(&digest) {
             return Ok(hit);
@@ -97,22 +111,25 @@ impl TokenCache {
         let generation = self.inner.generation.load(Ordering::Acquire);
         let answer = jhe_catalog::authenticate_digest(pool, &digest).await?;
         let now = Instant::now();
-        let entry = match &answer {
-            Some((caller, expires_at)) => {
+        let entry = match answer {
+            Some(check) => {
                 // never trust an entry past the token's own expiry
-                let left = (*expires_at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                Entry { caller: Some(caller.clone()), valid_until: now + self.inner.ttl.min(left) }
+                let left = (check.expires_at - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                let scopes = TokenScopes::from_granted(&check.scope, check.client_credentials);
+                let found = Arc::new(Authenticated { caller: check.caller, scopes });
+                Entry { caller: Some(found), valid_until: now + self.inner.ttl.min(left) }
             }
             None => Entry { caller: None, valid_until: now + self.inner.negative_ttl },
         };
+        let answer = entry.caller.clone();
         if entry.valid_until > now {
             self.insert(digest, entry, generation, now);
         }
-        Ok(answer.map(|(caller, _)| caller))
+        Ok(answer)
     }
 
     /// `Some(answer)` for a live entry.
-    fn get(&self, digest: &Digest) -> Option<Option<Caller>> {
+    fn get(&self, digest: &Digest) -> Option<Option<Arc<Authenticated>>> {
         let map = self.inner.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = map.get(digest)?;
         (entry.valid_until > Instant::now()).then(|| entry.caller.clone())
@@ -206,7 +223,8 @@ mod tests {
     }
 
     fn entry(user_id: Option<i64>, life: Duration) -> Entry {
-        Entry { caller: user_id.map(caller), valid_until: Instant::now() + life }
+        let found = |id| Arc::new(Authenticated { caller: caller(id), scopes: TokenScopes::default() });
+        Entry { caller: user_id.map(found), valid_until: Instant::now() + life }
     }
 
     #[test]
@@ -215,7 +233,7 @@ mod tests {
         cache.insert([1; 32], entry(Some(7), Duration::from_secs(2)), 0, Instant::now());
         cache.insert([2; 32], entry(None, Duration::from_secs(2)), 0, Instant::now());
         cache.insert([3; 32], entry(Some(8), Duration::ZERO), 0, Instant::now());
-        assert_eq!(cache.get(&[1; 32]).flatten().map(|c| c.user_id), Some(7));
+        assert_eq!(cache.get(&[1; 32]).flatten().map(|c| c.caller.user_id), Some(7));
         assert!(matches!(cache.get(&[2; 32]), Some(None)));
         assert!(cache.get(&[3; 32]).is_none());
         assert!(cache.get(&[4; 32]).is_none());

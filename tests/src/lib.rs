@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use std::net::SocketAddr;
 
+pub mod browser;
+
 /// The Postgres server tests use; `JHE_TEST_DATABASE_URL` overrides it (any database name in it is replaced).
 pub fn server_url() -> String {
     std::env::var("JHE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
@@ -198,7 +200,16 @@ impl TestServer {
     }
 
     pub async fn start_with(db: TestDatabase) -> anyhow::Result<Self> {
-        Self::start_state(db, None, None, None).await
+        Self::start_state(db, None, None, None, |_| {}).await
+    }
+
+    /// A server over `db` whose state `configure` adjusts before it serves (e.g. a mail outbox, lower limits):
+    /// settings a test needs of its own server, where environment variables would be shared by parallel tests.
+    pub async fn start_configured(
+        db: TestDatabase,
+        configure: impl FnOnce(&mut jhe_api::AppState),
+    ) -> anyhow::Result<Self> {
+        Self::start_state(db, None, None, None, configure).await
     }
 
     /// A server that also takes uploads and runs the data-plane `roles` of `config` in this process.
@@ -211,7 +222,7 @@ impl TestServer {
         let mut plane = jhe_api::pipeline::start(config, db.pool.clone(), roles, stop.clone()).await?;
         let ingest = plane.ingest.take();
         let query = plane.query.take();
-        let mut server = Self::start_state(db, ingest, query, Some(stop)).await?;
+        let mut server = Self::start_state(db, ingest, query, Some(stop), |_| {}).await?;
         server.pipeline_tasks = Some(plane.tasks);
         Ok(server)
     }
@@ -234,12 +245,14 @@ impl TestServer {
         ingest: Option<jhe_ingest::Ingestor>,
         query: Option<jhe_query::QueryEngine>,
         pipeline_stop: Option<tokio_util::sync::CancellationToken>,
+        configure: impl FnOnce(&mut jhe_api::AppState),
     ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let mut state = jhe_api::AppState::new(db.pool.clone());
         state.ingest = ingest.clone();
         state.query = query;
+        configure(&mut state);
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = jhe_api::serve(listener, state, async {
@@ -426,6 +439,7 @@ pub fn embedded_pipeline(dir: &std::path::Path) -> jhe_api::pipeline::PipelineCo
         flush_interval: std::time::Duration::from_millis(100),
         flush_max_records: 100_000,
         schemas_dir: None,
+        query: jhe_query::QuerySettings::default(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! every refusal with its RFC 6749 error. (RFC 7009 revocation is sent with reqwest: the `oauth2` crate refuses to
 //! revoke over plain http, which the test server speaks.)
 
+use jhe_tests::browser::{Browser, authorize_url, http, location};
 use jhe_tests::{TestServer, seeded};
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdTokenClaims, CoreProviderMetadata, CoreUserInfoClaims,
@@ -19,126 +20,11 @@ const PASSWORD: &str = jhe_catalog::SEED_PASSWORD;
 /// The seeded clients' redirect URI (the seed's site URL); nothing listens there, the tests read the Location.
 const REDIRECT: &str = "http://127.0.0.1:8000/auth/callback";
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client")
-}
-
 /// A confidential authorization-code client that asks for consent; returns its secret.
 async fn confidential_client(server: &TestServer, client_id: &str) -> String {
     let secret = jhe_catalog::random_token(32);
-    let hash = jhe_catalog::passwords::hash_password(&secret).unwrap();
-    sqlx::query(
-        "INSERT INTO oauth_clients (client_id, client_secret_hash, name, client_type, grant_type, redirect_uris,
-                                    skip_authorization, algorithm)
-         VALUES ($1, $2, 'Research Hub', 'confidential', 'authorization-code', $3, FALSE, 'RS256')",
-    )
-    .bind(client_id)
-    .bind(hash)
-    .bind(REDIRECT)
-    .execute(&server.db.pool)
-    .await
-    .unwrap();
+    server.add_confidential_client(client_id, &secret, "Research Hub", REDIRECT).await;
     secret
-}
-
-/// HTML-escaped attribute text back to text.
-fn unescape(text: &str) -> String {
-    text.replace("&quot;", "\"").replace("&#x27;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-}
-
-/// The hidden inputs of the first form of a page.
-fn hidden_inputs(html: &str) -> Vec<(String, String)> {
-    html.split("<input type=\"hidden\" ")
-        .skip(1)
-        .filter_map(|rest| {
-            let name = rest.strip_prefix("name=\"")?.split('"').next()?;
-            let value = rest.split("value=\"").nth(1)?.split('"').next()?;
-            Some((unescape(name), unescape(value)))
-        })
-        .collect()
-}
-
-fn location(response: &reqwest::Response) -> String {
-    response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
-}
-
-fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find_map(|cookie| {
-        assert!(
-            cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Lax"),
-            "{cookie}"
-        );
-        cookie.split(';').next()?.strip_prefix("jhe_session=").map(str::to_owned)
-    })
-}
-
-/// A browser: follows jhe's login and consent pages by hand, keeping the session cookie.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Browser {
-    fn new(server: &TestServer) -> Self {
-        Browser { http: http(), base: server.base.clone(), cookie: None }
-    }
-
-    fn absolute(&self, location: &str) -> String {
-        if location.starts_with('/') { format!("{}{location}", self.base) } else { location.to_owned() }
-    }
-
-    async fn get(&mut self, url: &str) -> reqwest::Response {
-        let mut request = self.http.get(self.absolute(url));
-        if let Some(cookie) = &self.cookie {
-            request = request.header("cookie", format!("jhe_session={cookie}"));
-        }
-        let response = request.send().await.unwrap();
-        if let Some(cookie) = session_cookie(&response) {
-            self.cookie = Some(cookie);
-        }
-        response
-    }
-
-    async fn post(&mut self, path: &str, form: &[(String, String)]) -> reqwest::Response {
-        let mut request = self.http.post(self.absolute(path)).form(form);
-        if let Some(cookie) = &self.cookie {
-            request = request.header("cookie", format!("jhe_session={cookie}"));
-        }
-        let response = request.send().await.unwrap();
-        if let Some(cookie) = session_cookie(&response) {
-            self.cookie = Some(cookie);
-        }
-        response
-    }
-
-    /// Opens an authorization URL, logs in as `email` and consents when asked; returns the final redirect to the
-    /// client.
-    async fn authorize(&mut self, auth_url: &str, email: &str) -> url::Url {
-        let mut response = self.get(auth_url).await;
-        if response.status() == 302 && location(&response).starts_with("/accounts/login/") {
-            let login = self.get(&location(&response)).await;
-            assert_eq!(login.status(), 200);
-            let mut form = hidden_inputs(&login.text().await.unwrap());
-            assert!(form.iter().any(|(name, _)| name == "csrfmiddlewaretoken"), "{form:?}");
-            form.push(("email".into(), email.into()));
-            form.push(("password".into(), PASSWORD.into()));
-            let before = self.cookie.clone();
-            let logged_in = self.post("/accounts/login/", &form).await;
-            assert_eq!(logged_in.status(), 302, "login failed");
-            assert_ne!(self.cookie, before, "a login starts a new session");
-            response = self.get(&location(&logged_in)).await;
-        }
-        if response.status() == 200 {
-            let page = response.text().await.unwrap();
-            assert!(page.contains("Authorize access"), "{page}");
-            let mut form = hidden_inputs(&page);
-            form.push(("allow".into(), "Authorize".into()));
-            response = self.post("/o/authorize/", &form).await;
-        }
-        assert_eq!(response.status(), 302, "{}", response.text().await.unwrap_or_default());
-        url::Url::parse(&location(&response)).unwrap()
-    }
 }
 
 fn query_param(url: &url::Url, name: &str) -> Option<String> {
@@ -148,20 +34,8 @@ fn query_param(url: &url::Url, name: &str) -> Option<String> {
 /// An authorization code for `client_id` with a fresh PKCE pair: (code, verifier).
 async fn code_for(server: &TestServer, client_id: &str, email: &str) -> (String, String) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let auth_url = url::Url::parse_with_params(
-        &format!("{}/o/authorize/", server.base),
-        &[
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid email"),
-            ("state", "st"),
-            ("code_challenge", challenge.as_str()),
-            ("code_challenge_method", "S256"),
-        ],
-    )
-    .unwrap();
-    let back = Browser::new(server).authorize(auth_url.as_str(), email).await;
+    let auth_url = authorize_url(server, client_id, REDIRECT, "openid email", Some("st"), challenge.as_str());
+    let back = Browser::at(server).authorize(auth_url.as_str(), email, true).await;
     assert_eq!(query_param(&back, "state").as_deref(), Some("st"));
     (query_param(&back, "code").expect("a code"), verifier.secret().clone())
 }
@@ -173,14 +47,11 @@ async fn form_post(
     basic: Option<(&str, &str)>,
     form: &[(&str, &str)],
 ) -> (u16, Value) {
-    let mut request = http().post(format!("{}{path}", server.base)).form(form);
-    if let Some((user, password)) = basic {
-        request = request.basic_auth(user, Some(password));
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
+    use base64::Engine;
+    let authorization = basic.map(|(user, password)| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+    });
+    jhe_tests::browser::form_post(server, path, authorization.as_deref(), form).await
 }
 
 /// An RFC 6749 error body: exactly `error` and `error_description`.
@@ -231,7 +102,19 @@ async fn discovery_documents_and_jwks() {
         .await
         .unwrap();
     assert_eq!(smart["authorization_endpoint"], format!("{}/o/authorize/", server.base));
-    assert_eq!(smart["capabilities"], json!(["launch-standalone", "client-public", "client-confidential-symmetric"]));
+    // the reference's three (§7.7), then the SMART scope permissions jhe enforces (tests/tests/smart_scopes.rs)
+    assert_eq!(
+        smart["capabilities"],
+        json!([
+            "launch-standalone",
+            "client-public",
+            "client-confidential-symmetric",
+            "permission-v2",
+            "permission-v1",
+            "permission-patient",
+            "permission-user"
+        ])
+    );
 
     // CORS for browser apps on /o/ (§7.1), and a preflight answered with 204
     let preflight = http.request(reqwest::Method::OPTIONS, format!("{}/o/token/", server.base)).send().await.unwrap();
@@ -272,7 +155,7 @@ async fn code_flow_with_consent_id_token_userinfo_refresh_introspection_and_revo
         .add_scope(Scope::new("email".into()))
         .set_pkce_challenge(challenge)
         .url();
-    let back = Browser::new(&server).authorize(auth_url.as_str(), seeded::MEGAN).await;
+    let back = Browser::at(&server).authorize(auth_url.as_str(), seeded::MEGAN, true).await;
     assert!(back.as_str().starts_with(REDIRECT), "{back}");
     assert_eq!(query_param(&back, "state").as_deref(), Some(state.secret().as_str()));
     let code = query_param(&back, "code").unwrap();
@@ -392,33 +275,36 @@ async fn public_client_skips_consent_and_login_checks_csrf_and_password() {
         .send()
         .await
         .unwrap();
-    assert_eq!(userinfo.json::<Value>().await.unwrap(), json!({"sub": mary.to_string(), "email": seeded::MARY}));
+    assert_eq!(
+        userinfo.json::<Value>().await.unwrap(),
+        json!({"sub": mary.to_string(), "email": seeded::MARY, "email_verified": false})
+    );
 
     // the login form: without the CSRF token 403; a wrong password shows the form again, with no session
-    let mut browser = Browser::new(&server);
+    let mut browser = Browser::at(&server);
     let page = browser.get("/accounts/login/?next=/o/authorize/").await;
-    assert_eq!(page.status(), 200);
-    let form = hidden_inputs(&page.text().await.unwrap());
+    assert_eq!(page.status, 200);
+    let form = page.form();
     let forged = browser
         .post(
             "/accounts/login/",
             &[("email".into(), seeded::MARY.into()), ("password".into(), PASSWORD.into()), ("next".into(), "/".into())],
         )
         .await;
-    assert_eq!(forged.status(), 403);
+    assert_eq!(forged.status, 403);
     let mut wrong = form.clone();
     wrong.push(("email".into(), seeded::MARY.into()));
     wrong.push(("password".into(), "not-the-password".into()));
     let refused = browser.post("/accounts/login/", &wrong).await;
-    assert_eq!(refused.status(), 200);
-    assert!(refused.text().await.unwrap().contains("Please enter a correct email address and password"));
+    assert_eq!(refused.status, 200);
+    assert!(refused.body.contains("Please enter a correct email address and password"));
     // an open redirect through `next` is not followed
     let mut evil = form.into_iter().filter(|(name, _)| name != "next").collect::<Vec<_>>();
     evil.push(("next".into(), "//evil.example/".into()));
     evil.push(("email".into(), seeded::MARY.into()));
     evil.push(("password".into(), PASSWORD.into()));
     let logged_in = browser.post("/accounts/login/", &evil).await;
-    assert_eq!((logged_in.status().as_u16(), location(&logged_in)), (302, "/".to_owned()));
+    assert_eq!((logged_in.status, logged_in.location.as_str()), (302, "/"));
 }
 
 #[tokio::test]
@@ -693,15 +579,7 @@ async fn practitioner_api_keys_get_client_credentials_tokens_acting_as_their_own
     let key = server.practitioner_api_key(&mary_token, "notebook").await;
 
     // the key is used verbatim as the Basic credentials (§7.5)
-    let response = http()
-        .post(format!("{}/o/token/", server.base))
-        .header("authorization", format!("Basic {key}"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
+    let body = server.client_credentials(&key, None).await;
     let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     keys.sort();
     assert_eq!(keys, ["access_token", "expires_in", "scope", "token_type"], "no refresh or ID token");
@@ -750,21 +628,7 @@ async fn rotated_signing_keys_stay_in_the_jwks_while_their_tokens_live() {
     let id_token_of = |answer: &(u16, Value)| answer.1["id_token"].as_str().unwrap().to_owned();
     let exchange = |code: String, verifier: String| {
         let server = &server;
-        async move {
-            form_post(
-                server,
-                "/o/token/",
-                None,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("client_id", "jhe-admin-ui"),
-                    ("code", &code),
-                    ("redirect_uri", REDIRECT),
-                    ("code_verifier", &verifier),
-                ],
-            )
-            .await
-        }
+        async move { server.exchange_code("jhe-admin-ui", &code, REDIRECT, &verifier).await }
     };
     let (code, verifier) = code_for(&server, "jhe-admin-ui", seeded::TOM).await;
     let old_token = id_token_of(&exchange(code, verifier).await);
@@ -796,20 +660,6 @@ async fn rotated_signing_keys_stay_in_the_jwks_while_their_tokens_live() {
     assert_eq!(header["kid"], new_kid.as_str(), "new ID tokens are signed with the new key");
 }
 
-/// Issues an invitation of `patient` to the seeded CareX app; returns (invitation id, raw token).
-async fn invite(server: &TestServer, practitioner_token: &str, patient: i64) -> (i64, String) {
-    let carex = server.id_of("oauth_clients", "client_id", "carex").await;
-    let issued = server
-        .post(
-            "/api/v1/invitation",
-            practitioner_token,
-            json!({"patient_id": patient, "client_id": carex, "send_email": false}),
-        )
-        .await;
-    assert_eq!(issued.status, 201, "{:?}", issued.body);
-    (issued.body["id"].as_i64().unwrap(), issued.body["token"].as_str().unwrap().to_owned())
-}
-
 async fn redeem(server: &TestServer, token: &str) -> jhe_tests::Answer {
     server.request("POST", &format!("/api/v1/invitation/{token}"), None, None).await
 }
@@ -828,7 +678,7 @@ async fn invitation_redemption_signs_the_patient_in_and_answers_every_failure_st
     let server = TestServer::start().await.unwrap();
     let megan = server.token(seeded::MEGAN).await;
     let peter = server.patient_id(seeded::PETER).await;
-    let (first_id, token) = invite(&server, &megan, peter).await;
+    let (first_id, token) = server.invite(&megan, peter).await;
 
     // redeem with a plain HTTP client and no credentials
     let redeemed = redeem(&server, &token).await;
@@ -844,25 +694,7 @@ async fn invitation_redemption_signs_the_patient_in_and_answers_every_failure_st
     assert!(redeemed.body["token_endpoint"].as_str().unwrap().ends_with("/o/token/"));
     assert!(redeemed.body["expires"].as_str().unwrap().ends_with('Z'));
     let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.as_bytes());
-    let exchange = |grant: Value, verifier: String| {
-        let server = &server;
-        async move {
-            form_post(
-                server,
-                "/o/token/",
-                None,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("client_id", grant["client_id"].as_str().unwrap()),
-                    ("code", grant["code"].as_str().unwrap()),
-                    ("redirect_uri", grant["redirect_uri"].as_str().unwrap()),
-                    ("code_verifier", &verifier),
-                ],
-            )
-            .await
-        }
-    };
-    let tokens = exchange(grant.clone(), verifier.clone()).await;
+    let tokens = server.exchange_grant(grant, &verifier).await;
     assert_eq!(tokens.0, 200, "{:?}", tokens.1);
     assert_eq!(tokens.1["scope"], "openid email");
     let profile = server.get("/api/v1/users/profile", tokens.1["access_token"].as_str().unwrap()).await;
@@ -873,9 +705,9 @@ async fn invitation_redemption_signs_the_patient_in_and_answers_every_failure_st
     // a retry within the 12-hour window works again; the verifier must be base64url(token)
     let retry = redeem(&server, &token).await;
     assert_eq!(retry.status, 200, "{:?}", retry.body);
-    let wrong =
-        exchange(retry.body["grant"].clone(), base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x".repeat(32)))
-            .await;
+    let wrong = server
+        .exchange_grant(&retry.body["grant"], &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x".repeat(32)))
+        .await;
     assert_oauth_error(&wrong, 400, "invalid_grant");
     // after the window: 409
     set_invitation(&server, first_id, "last_updated = now() - interval '13 hours'").await;
@@ -883,8 +715,8 @@ async fn invitation_redemption_signs_the_patient_in_and_answers_every_failure_st
     assert_eq!((late.status, late.detail().as_str()), (409, "Invitation has already been used."));
 
     // reissuing retires the older issued link: 409
-    let (_, older) = invite(&server, &megan, peter).await;
-    let (newest_id, newest) = invite(&server, &megan, peter).await;
+    let (_, older) = server.invite(&megan, peter).await;
+    let (newest_id, newest) = server.invite(&megan, peter).await;
     assert_eq!(redeem(&server, &older).await.status, 409);
     // older than the expiration (7 days): 410, and it stays expired
     set_invitation(&server, newest_id, "last_updated = now() - interval '8 days'").await;
@@ -892,7 +724,7 @@ async fn invitation_redemption_signs_the_patient_in_and_answers_every_failure_st
     assert_eq!((expired.status, expired.detail().as_str()), (410, "Invitation has expired."));
     assert_eq!(redeem(&server, &newest).await.status, 410);
     // cancelled: 403
-    let (cancelled_id, cancelled) = invite(&server, &megan, peter).await;
+    let (cancelled_id, cancelled) = server.invite(&megan, peter).await;
     set_invitation(&server, cancelled_id, "status = 'cancelled'").await;
     let refused = redeem(&server, &cancelled).await;
     assert_eq!((refused.status, refused.detail().as_str()), (403, "Invitation has been cancelled."));

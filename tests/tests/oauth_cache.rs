@@ -16,23 +16,12 @@ async fn a_token_revoked_through_this_server_is_refused_on_the_next_request() {
     let mary_token = server.token(seeded::MARY).await;
     let key = server.practitioner_api_key(&mary_token, "cache").await;
 
-    let http = reqwest::Client::new();
-    let issued: serde_json::Value = http
-        .post(format!("{}/o/token/", server.base))
-        .header("authorization", format!("Basic {key}"))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = issued["access_token"].as_str().unwrap().to_owned();
+    let token = server.client_credentials_token(&key, None).await;
     // twice: the second answer comes from the cache
     assert_eq!(server.get(PROFILE, &token).await.status, 200);
     assert_eq!(server.get(PROFILE, &token).await.status, 200);
 
-    let revoked = http
+    let revoked = reqwest::Client::new()
         .post(format!("{}/o/revoke_token/", server.base))
         .header("authorization", format!("Basic {key}"))
         .form(&[("token", token.as_str())])

@@ -2,6 +2,7 @@
 //! studies, consent, data sources, OAuth clients and tokens, settings. Callers get typed rows back; HTTP and
 //! authorization policy live in the `api` crate.
 
+mod accounts;
 mod audit;
 mod clients;
 mod consents;
@@ -9,6 +10,7 @@ mod control_plane;
 mod data_sources;
 mod error;
 mod export_jobs;
+mod federation;
 mod fhir_search;
 mod files;
 mod invitations;
@@ -26,6 +28,7 @@ mod studies;
 mod tokens;
 mod wire;
 
+pub use accounts::*;
 pub use audit::*;
 pub use clients::*;
 pub use consents::*;
@@ -33,6 +36,7 @@ pub use control_plane::*;
 pub use data_sources::*;
 pub use error::{Error, Result};
 pub use export_jobs::*;
+pub use federation::*;
 pub use fhir_search::*;
 pub use files::*;
 pub use invitations::*;

@@ -386,16 +386,21 @@ pub enum RefreshOutcome {
     Invalid,
     /// already rotated or revoked: the whole family has now been revoked
     Reused,
+    /// the requested scope is not within the granted one (nothing changed; the refresh token stays usable)
+    InvalidScope(String),
     /// rotated: the old refresh token and its access token are revoked, new ones issued
     Rotated { tokens: IssuedTokens, user_id: i64, scope: String, grant_id: i64, auth_time: DateTime<Utc> },
 }
 
 /// Rotates a refresh token for `client_pk`; a token presented a second time revokes its family (RFC 6819 §5.2.2.3).
+/// `scope_for` maps the scope the token was granted to the scope of the new tokens (RFC 6749 §6: equal or
+/// narrower), or refuses with a message; the policy is the caller's.
 pub async fn rotate_refresh_token(
     pool: &PgPool,
     refresh: &str,
     client_pk: i64,
     lifetime: Duration,
+    scope_for: impl FnOnce(&str) -> std::result::Result<String, String>,
 ) -> Result<RefreshOutcome> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query!(
@@ -418,6 +423,10 @@ pub async fn rotate_refresh_token(
         tx.commit().await?;
         return Ok(RefreshOutcome::Reused);
     }
+    let scope = match scope_for(&row.scope) {
+        Ok(scope) => scope,
+        Err(message) => return Ok(RefreshOutcome::InvalidScope(message)),
+    };
     sqlx::query!("UPDATE oauth_refresh_tokens SET revoked_at = now() WHERE id = $1", row.id).execute(&mut *tx).await?;
     if let Some(access_id) = row.access_token_id {
         sqlx::query!("DELETE FROM access_tokens WHERE id = $1", access_id).execute(&mut *tx).await?;
@@ -425,7 +434,7 @@ pub async fn rotate_refresh_token(
     let grant = TokenGrant {
         user_id: Some(row.user_id),
         client_pk,
-        scope: &row.scope,
+        scope: &scope,
         source: "refresh_token",
         grant_id: Some(row.grant_id),
         lifetime,
@@ -436,7 +445,7 @@ pub async fn rotate_refresh_token(
     Ok(RefreshOutcome::Rotated {
         tokens: IssuedTokens { access, refresh: Some(new_refresh) },
         user_id: row.user_id,
-        scope: row.scope,
+        scope,
         grant_id: row.grant_id,
         auth_time: row.auth_time,
     })
@@ -575,4 +584,18 @@ pub async fn redeem_invitation(pool: &PgPool, token_hash: &str) -> Result<Redemp
     };
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The active practitioner user whose `identifier` is `identifier` (how an EHR's `fhirUser` names a practitioner
+/// in the SMART token exchange, §7.6).
+pub async fn practitioner_user_by_identifier(pool: &PgPool, identifier: &str) -> Result<Option<i64>> {
+    let user = sqlx::query_scalar!(
+        "SELECT u.id FROM users u JOIN practitioners p ON p.user_id = u.id
+         WHERE u.identifier = $1 AND u.identifier <> '' AND u.is_active
+         ORDER BY u.id LIMIT 1",
+        identifier,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(user)
 }

@@ -138,6 +138,15 @@ pub async fn setting_string(pool: &PgPool, key: &str) -> Result<Option<String>> 
     Ok(value.flatten())
 }
 
+/// The value of a JSON setting; `None` when the key is missing or holds another type.
+pub async fn setting_json(pool: &PgPool, key: &str) -> Result<Option<Value>> {
+    let value: Option<Option<Value>> =
+        sqlx::query_scalar!("SELECT value_json FROM settings WHERE key = $1 AND value_type = 'json'", key)
+            .fetch_optional(pool)
+            .await?;
+    Ok(value.flatten())
+}
+
 async fn check_key_free(pool: &PgPool, key: &str, except: Option<i64>) -> Result<()> {
     let taken = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM settings WHERE key = $1 AND id IS DISTINCT FROM $2) AS "exists!""#,

@@ -97,6 +97,19 @@ struct CallerRow {
     patient_id: Option<i64>,
     memberships: sqlx::types::Json<Vec<MembershipRow>>,
     expires_at: DateTime<Utc>,
+    scope: String,
+    client_credentials: bool,
+}
+
+/// A valid token's check: who calls, until when the token is valid, and what it was issued for.
+#[derive(Debug, Clone)]
+pub struct TokenCheck {
+    pub caller: Caller,
+    pub expires_at: DateTime<Utc>,
+    /// the granted scope, space separated (`openid email`, SMART resource scopes, …); empty for CLI tokens
+    pub scope: String,
+    /// issued by the client-credentials grant (no user: the token acts as its client's owner)
+    pub client_credentials: bool,
 }
 
 #[derive(Deserialize)]
@@ -108,12 +121,12 @@ struct MembershipRow {
 /// The caller behind `token`, if the token exists, has not expired and its user is active. A token of a
 /// client-credentials client acts as the client's owner.
 pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Caller>> {
-    Ok(authenticate_digest(pool, &token_sha256(token)).await?.map(|(caller, _)| caller))
+    Ok(authenticate_digest(pool, &token_sha256(token)).await?.map(|check| check.caller))
 }
 
 /// As [`authenticate`], for a token given by its sha256, with the token's expiry (so a cache of the answer can
-/// stop trusting it exactly when the token expires).
-pub async fn authenticate_digest(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<(Caller, DateTime<Utc>)>> {
+/// stop trusting it exactly when the token expires) and its scope (SMART scopes narrow what the caller may do).
+pub async fn authenticate_digest(pool: &PgPool, digest: &[u8; 32]) -> Result<Option<TokenCheck>> {
     let row = sqlx::query_as!(
         CallerRow,
         r#"SELECT u.id AS user_id, u.email, u.is_superuser, u.user_type,
@@ -121,7 +134,7 @@ pub async fn authenticate_digest(pool: &PgPool, digest: &[u8; 32]) -> Result<Opt
                 COALESCE((SELECT jsonb_agg(jsonb_build_object('organization_id', po.organization_id, 'role', po.role))
                           FROM practitioner_organizations po WHERE po.practitioner_id = pr.id), '[]'::jsonb)
                     AS "memberships!: sqlx::types::Json<Vec<MembershipRow>>",
-                t.expires_at
+                t.expires_at, t.scope, t.user_id IS NULL AS "client_credentials!"
          FROM access_tokens t
          LEFT JOIN oauth_clients c ON c.id = t.client_pk
          JOIN users u ON u.id = COALESCE(t.user_id, c.owner_user_id)
@@ -147,6 +160,6 @@ pub async fn authenticate_digest(pool: &PgPool, digest: &[u8; 32]) -> Result<Opt
                 .filter_map(|m| m.role.parse().ok().map(|role| (m.organization_id, role)))
                 .collect(),
         };
-        (caller, row.expires_at)
+        TokenCheck { caller, expires_at: row.expires_at, scope: row.scope, client_credentials: row.client_credentials }
     }))
 }

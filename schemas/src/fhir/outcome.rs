@@ -39,6 +39,12 @@ impl OperationOutcome {
         Self::new(Severity::Error, diagnostics)
     }
 
+    /// The same outcome with another issue code (e.g. `forbidden` for a refusal by SMART scope).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.issue[0].code = code;
+        self
+    }
+
     pub fn diagnostics(&self) -> &str {
         &self.issue[0].diagnostics
     }

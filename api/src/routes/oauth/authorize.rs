@@ -105,8 +105,13 @@ async fn validate(app: &AppState, pairs: &[(String, String)]) -> Result<Authoriz
     {
         return Err(back("invalid_request", "code_challenge must be base64url(sha256(code_verifier)) without padding"));
     }
+    // a signed-in user grants user/ and patient/ scopes; system/ ones belong to client-credentials clients
+    let scope = match granted_scope(param(pairs, "scope"), "openid", false) {
+        Ok(scope) => scope,
+        Err(message) => return Err(back("invalid_scope", &message)),
+    };
     Ok(AuthorizeRequest {
-        scope: granted_scope(param(pairs, "scope"), "openid"),
+        scope,
         client,
         code_challenge: code_challenge.to_owned(),
         nonce: param(pairs, "nonce").map(str::to_owned),

@@ -18,6 +18,16 @@ use serde_json::json;
 /// The scope the reference grants to invited patients.
 const INVITATION_SCOPE: &str = "openid email";
 
+/// The invited app's scope: the reference's, plus the SMART resource scopes the app asks for in an optional
+/// `scope` query parameter (`patient/Observation.c`, …), which then limit its tokens; a malformed one (or a
+/// `system/` one) is a 400 before anything is redeemed.
+fn invitation_scope(url: &RequestUrl) -> ApiResult<String> {
+    let requested = url.param("scope").unwrap_or_default();
+    let resources = crate::smart_scopes::requested_resource_scopes(requested, false)
+        .map_err(|message| ApiError::bad_request(format!("invalid_scope: {message}")))?;
+    Ok(std::iter::once(INVITATION_SCOPE.to_owned()).chain(resources).collect::<Vec<_>>().join(" "))
+}
+
 fn not_found() -> ApiError {
     ApiError::new(ErrorKind::NotFound, "Invitation not found or already used.")
 }
@@ -28,9 +38,10 @@ pub(crate) struct InvitationApiDoc;
 
 /// `POST /api/v1/invitation/{token}`.
 #[utoipa::path(post, path = "/api/v1/invitation/{token}", tag = "invitation",
-    params(("token" = String, Path, description = "the 32-character invitation token (the part of the link's code after `_`)")),
+    params(("token" = String, Path, description = "the 32-character invitation token (the part of the link's code after `_`)"),
+           ("scope" = Option<String>, Query, description = "SMART resource scopes to limit the app's tokens to (space separated), e.g. `patient/Observation.c patient/Consent.cru`")),
     responses((status = 200, description = "`{grant: {grant_type, redirect_uri, client_id, code}, token_endpoint, expires}`; exchange the code at the token endpoint with `code_verifier` = base64url(token) without padding"),
-              (status = 400, description = "the patient has no user account"),
+              (status = 400, description = "the patient has no user account, or a malformed `scope`"),
               (status = 403, description = "the invitation was cancelled"),
               (status = 404, description = "no such invitation"),
               (status = 409, description = "already used (outside the 12-hour retry window) or reissued"),
@@ -43,6 +54,7 @@ pub(crate) async fn redeem_invitation(
     if token.len() != INVITATION_TOKEN_LENGTH || !token.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(not_found());
     }
+    let scope = invitation_scope(&url)?;
     let redemption = jhe_catalog::redeem_invitation(&state.pool, &jhe_catalog::invitation_token_hash(&token)).await?;
     let (user_id, client_pk, client_id) = match redemption {
         Redemption::Redeemed { user_id, client_pk, client_id } => (user_id, client_pk, client_id),
@@ -72,7 +84,7 @@ pub(crate) async fn redeem_invitation(
             client_pk,
             user_id,
             redirect_uri: &redirect_uri,
-            scope: INVITATION_SCOPE,
+            scope: &scope,
             code_challenge: &s256_challenge(&verifier),
             nonce: None,
             auth_time: chrono::Utc::now(),

@@ -3,13 +3,17 @@
 //! client_credentials for practitioner API keys), userinfo, introspection, revocation, and the discovery
 //! documents. Paths answer with and without the trailing slash, since DOT's have one and clients differ (§2.2).
 
+mod accounts;
 mod authorize;
+mod federation;
 mod invitation;
 mod keys;
 mod pages;
 mod token;
+mod token_exchange;
 
 use super::clients::site_url as clients_site_url;
+pub use federation::{CALLBACK_PATH, Federation, FederationConfig, FederationConfigError};
 pub(crate) use invitation::{InvitationApiDoc, redeem_invitation};
 pub(crate) use keys::ensure_signing_key;
 pub use keys::{KeyError, rotate_signing_key};
@@ -58,20 +62,40 @@ pub(crate) static CONFIG: LazyLock<OAuthConfig> = LazyLock::new(|| OAuthConfig {
     session_lifetime: seconds_from_env("JHE_SESSION_LIFETIME_SECONDS", 14 * 24 * 3600),
 });
 
-/// The scopes jhe issues. Others in a request are dropped (RFC 6749 §3.3 lets the server narrow a request; the
-/// token response then names what was granted).
+/// The scopes jhe issues besides SMART resource scopes. Others in a request are dropped (RFC 6749 §3.3 lets the
+/// server narrow a request; the token response then names what was granted).
 pub(crate) const SUPPORTED_SCOPES: &[&str] = &["openid", "email", "introspection"];
 
-/// The granted scope for a requested one: the supported scopes in request order, without duplicates.
-pub(crate) fn granted_scope(requested: Option<&str>, default: &str) -> String {
+/// The SMART resource scopes discovery advertises (any `patient/`, `user/` or `system/` scope on a FHIR type or
+/// `*`, with v2 letters or the v1 forms, is accepted; these are examples of the forms).
+const SMART_SCOPE_EXAMPLES: &[&str] = &[
+    "patient/*.cruds",
+    "patient/*.rs",
+    "patient/Observation.rs",
+    "patient/Observation.c",
+    "user/*.cruds",
+    "user/*.rs",
+    "user/Observation.rs",
+    "user/Patient.rs",
+    "system/*.rs",
+    "patient/*.read",
+    "user/*.read",
+];
+
+/// The granted scope for a requested one: the supported scopes and the SMART resource scopes, in request order
+/// without duplicates; other scopes are dropped. A malformed resource scope, or a `system/` one where
+/// `allow_system` is false (a user signs in), is an error message for RFC 6749 `invalid_scope`.
+pub(crate) fn granted_scope(requested: Option<&str>, default: &str, allow_system: bool) -> Result<String, String> {
     let requested = requested.map(str::trim).filter(|s| !s.is_empty()).unwrap_or(default);
+    let resources = crate::smart_scopes::requested_resource_scopes(requested, allow_system)?;
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split_whitespace() {
-        if SUPPORTED_SCOPES.contains(&scope) && !granted.contains(&scope) {
+        let keep = SUPPORTED_SCOPES.contains(&scope) || resources.iter().any(|r| r == scope);
+        if keep && !granted.contains(&scope) {
             granted.push(scope);
         }
     }
-    granted.join(" ")
+    Ok(granted.join(" "))
 }
 
 pub(crate) fn has_scope(scope: &str, wanted: &str) -> bool {
@@ -101,9 +125,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/o/.well-known/jwks.json", get(keys::jwks).options(preflight))
         .route("/FHIR/R5/.well-known/smart-configuration", get(smart_configuration).options(preflight))
         .merge(token::routes())
+        .merge(token_exchange::routes())
         .merge(authorize::routes())
         .layer(axum::middleware::from_fn(cors));
-    oauth.merge(pages::routes())
+    oauth.merge(pages::routes()).merge(accounts::routes()).merge(federation::routes())
 }
 
 /// The answer to a CORS preflight; [`cors`] adds the headers.
@@ -127,6 +152,10 @@ async fn cors(request: Request, next: Next) -> Response {
     response
 }
 
+fn scopes_supported() -> Vec<&'static str> {
+    SUPPORTED_SCOPES.iter().chain(SMART_SCOPE_EXAMPLES).copied().collect()
+}
+
 fn endpoints(url: &RequestUrl) -> serde_json::Map<String, serde_json::Value> {
     let base = &url.base;
     let mut doc = serde_json::Map::new();
@@ -141,7 +170,7 @@ fn endpoints(url: &RequestUrl) -> serde_json::Map<String, serde_json::Value> {
     doc.insert("response_modes_supported".into(), json!(["query"]));
     doc.insert("grant_types_supported".into(), json!(["authorization_code", "refresh_token", "client_credentials"]));
     doc.insert("code_challenge_methods_supported".into(), json!(["S256"]));
-    doc.insert("scopes_supported".into(), json!(SUPPORTED_SCOPES));
+    doc.insert("scopes_supported".into(), json!(scopes_supported()));
     doc.insert(
         "token_endpoint_auth_methods_supported".into(),
         json!(["client_secret_basic", "client_secret_post", "none"]),
@@ -164,7 +193,7 @@ async fn openid_configuration(url: RequestUrl) -> Response {
     doc.insert("id_token_signing_alg_values_supported".into(), json!(["RS256"]));
     doc.insert(
         "claims_supported".into(),
-        json!(["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "jti", "email"]),
+        json!(["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "jti", "email", "email_verified"]),
     );
     axum::Json(doc).into_response()
 }
@@ -185,7 +214,16 @@ async fn smart_configuration(url: RequestUrl) -> Response {
         "grant_types_supported": ["authorization_code"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
-        "capabilities": ["launch-standalone", "client-public", "client-confidential-symmetric"],
+        "capabilities": [
+            "launch-standalone",
+            "client-public",
+            "client-confidential-symmetric",
+            "permission-v2",
+            "permission-v1",
+            "permission-patient",
+            "permission-user",
+        ],
+        "scopes_supported": scopes_supported(),
     }))
     .into_response()
 }
@@ -196,9 +234,16 @@ mod tests {
 
     #[test]
     fn granted_scope_keeps_supported_scopes_once() {
-        assert_eq!(granted_scope(Some("openid email openid patient/*.rs"), "openid"), "openid email");
-        assert_eq!(granted_scope(None, "openid"), "openid");
-        assert_eq!(granted_scope(Some("  "), ""), "");
+        let granted = |requested, default| granted_scope(requested, default, false);
+        assert_eq!(
+            granted(Some("openid email openid patient/*.rs launch/patient"), "openid").as_deref(),
+            Ok("openid email patient/*.rs")
+        );
+        assert_eq!(granted(None, "openid").as_deref(), Ok("openid"));
+        assert_eq!(granted(Some("  "), "").as_deref(), Ok(""));
+        assert!(granted(Some("openid patient/Observation.x"), "openid").is_err());
+        assert!(granted(Some("system/*.rs"), "").is_err());
+        assert_eq!(granted_scope(Some("system/*.rs"), "", true).as_deref(), Ok("system/*.rs"));
         assert!(has_scope("openid email", "email"));
         assert!(!has_scope("openid emails", "email"));
     }

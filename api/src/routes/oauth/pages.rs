@@ -90,7 +90,7 @@ pub(super) async fn current_session(
     }
 }
 
-fn set_cookie(response: &mut Response, value: &str, max_age: i64) {
+pub(super) fn set_cookie(response: &mut Response, value: &str, max_age: i64) {
     let cookie = format!("{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -103,7 +103,7 @@ pub(super) fn csrf_matches(session: &jhe_catalog::LoginSession, submitted: Optio
 }
 
 /// Only same-site paths are followed after login (no open redirect).
-fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => next.to_owned(),
         _ => "/".to_owned(),
@@ -120,7 +120,9 @@ fn login_form(csrf: &str, next: &str, email: &str, error: Option<&str>) -> Strin
          autocomplete=\"username\" required autofocus>\
          <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" \
          autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Log in</button></form>",
+         <button type=\"submit\">Log in</button></form>\
+         <p><a href=\"/accounts/password/reset/\">Forgot your password?</a></p>\
+         <p>No account yet? <a href=\"/accounts/signup/\">Sign up</a></p>",
         csrf = escape(csrf),
         next = escape(next),
         email = escape(email),
@@ -145,7 +147,8 @@ async fn login_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(
             }
         }
     };
-    let mut response = html(StatusCode::OK, "Log in", &login_form(&csrf, &next, "", None));
+    let form = login_form(&csrf, &next, "", None) + &super::federation::login_link(&state, &next);
+    let mut response = html(StatusCode::OK, "Log in", &form);
     if let Some(cookie) = new_cookie {
         set_cookie(&mut response, &cookie, CONFIG.session_lifetime.num_seconds());
     }
@@ -154,7 +157,12 @@ async fn login_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(
 
 /// `POST /accounts/login/`: checks the CSRF token and the password, then starts a signed-in session and goes on to
 /// `next`. A wrong password re-renders the form with one message for every failure (no account probing).
-async fn login_submit(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn login_submit(
+    State(state): State<AppState>,
+    client: super::accounts::ClientAddr,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let pairs = form_pairs(&body);
     let session = match current_session(&state, &headers).await {
         Ok(Some(session)) => session,
@@ -172,6 +180,14 @@ async fn login_submit(State(state): State<AppState>, headers: HeaderMap, body: B
     let next = safe_next(param(&pairs, "next"));
     let email = param(&pairs, "email").unwrap_or_default().trim().to_owned();
     let password = param(&pairs, "password").unwrap_or_default().to_owned();
+    // the client's POST budget and the email's failed-login lock (docs/identity.md "Accounts")
+    match super::accounts::login_refusal(&state, client, &headers, &email).await {
+        Ok(None) => {}
+        Ok(Some(refused)) => {
+            return refused.page("Log in", &login_form(&session.csrf_token, &next, &email, Some(&refused.message)));
+        }
+        Err(error) => return error.into_response(),
+    }
     let user = match jhe_catalog::find_login_user(&state.pool, &email).await {
         Ok(user) => user,
         Err(error) => return OAuthError::from(error).into_response(),
@@ -196,13 +212,20 @@ async fn login_submit(State(state): State<AppState>, headers: HeaderMap, body: B
         }
     };
     let Some(user) = checked else {
+        match super::accounts::login_failed(&state, &email).await {
+            Ok(None) => {}
+            Ok(Some(locked)) => {
+                return locked.page("Log in", &login_form(&session.csrf_token, &next, &email, Some(&locked.message)));
+            }
+            Err(error) => return error.into_response(),
+        }
         let form = login_form(
             &session.csrf_token,
             &next,
             &email,
             Some("Please enter a correct email address and password. Note that both fields may be case-sensitive."),
         );
-        return html(StatusCode::OK, "Log in", &form);
+        return html(StatusCode::OK, "Log in", &(form + &super::federation::login_link(&state, &next)));
     };
     let rehashed = if jhe_catalog::passwords::needs_rehash(&user.password) {
         jhe_catalog::passwords::hash_password(&password).ok()
@@ -211,13 +234,28 @@ async fn login_submit(State(state): State<AppState>, headers: HeaderMap, body: B
     };
     let started = async {
         jhe_catalog::record_login(&state.pool, user.id, rehashed.as_deref()).await?;
-        jhe_catalog::delete_login_session(&state.pool, session.id).await?;
+        jhe_catalog::clear_login_failures(&state.pool, &email).await?;
+        Ok::<_, jhe_catalog::Error>(())
+    };
+    match started.await {
+        Ok(()) => start_session(&state, Some(session.id), user.id, &next).await,
+        Err(error) => OAuthError::from(error).into_response(),
+    }
+}
+
+/// Signs `user_id` in after a successful login (password or federated): ends the browser's `previous` session, starts
+/// a new signed-in one (no session fixation) and sends the browser to `next` (made same-site) with its cookie.
+pub(super) async fn start_session(state: &AppState, previous: Option<i64>, user_id: i64, next: &str) -> Response {
+    let started = async {
+        if let Some(previous) = previous {
+            jhe_catalog::delete_login_session(&state.pool, previous).await?;
+        }
         let csrf = jhe_catalog::random_token(40);
-        jhe_catalog::create_login_session(&state.pool, &csrf, Some(user.id), CONFIG.session_lifetime).await
+        jhe_catalog::create_login_session(&state.pool, &csrf, Some(user_id), CONFIG.session_lifetime).await
     };
     match started.await {
         Ok(cookie) => {
-            let mut response = redirect(&next);
+            let mut response = redirect(&safe_next(Some(next)));
             set_cookie(&mut response, &cookie, CONFIG.session_lifetime.num_seconds());
             response
         }

@@ -35,7 +35,7 @@ type OAuthResult<T> = Result<T, OAuthError>;
 
 /// Client credentials as presented: HTTP Basic (RFC 6749 §2.3.1) or `client_id`/`client_secret` in the form.
 #[derive(Debug)]
-struct PresentedClient {
+pub(super) struct PresentedClient {
     client_id: String,
     secret: Option<String>,
 }
@@ -44,7 +44,10 @@ fn form_decode(text: &str) -> String {
     url::form_urlencoded::parse(format!("v={text}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
-fn presented_client(headers: &HeaderMap, pairs: &[(String, String)]) -> OAuthResult<Option<PresentedClient>> {
+pub(super) fn presented_client(
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> OAuthResult<Option<PresentedClient>> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
     if let Some(encoded) = authorization.strip_prefix("Basic ").or_else(|| authorization.strip_prefix("basic ")) {
         let decoded = STANDARD
@@ -65,7 +68,10 @@ fn presented_client(headers: &HeaderMap, pairs: &[(String, String)]) -> OAuthRes
 
 /// The client behind the presented credentials. A confidential client must prove its secret; a public client
 /// is identified by its id alone (it has no secret, RFC 6749 §2.1).
-async fn authenticate_client(state: &AppState, presented: Option<PresentedClient>) -> OAuthResult<OAuthClient> {
+pub(super) async fn authenticate_client(
+    state: &AppState,
+    presented: Option<PresentedClient>,
+) -> OAuthResult<OAuthClient> {
     let Some(presented) = presented else {
         return Err(OAuthError::invalid_client("client authentication is required (HTTP Basic or client_id)"));
     };
@@ -112,7 +118,7 @@ async fn token_response(
         body.insert("refresh_token".into(), json!(refresh));
     }
     if let Some((user_id, auth_time, nonce)) = id_token_for.filter(|_| has_scope(scope, "openid")) {
-        let email = jhe_catalog::active_user_email(&state.pool, user_id)
+        let (email, email_verified) = jhe_catalog::active_user_email_verified(&state.pool, user_id)
             .await?
             .ok_or_else(|| OAuthError::invalid_grant("the user is not active"))?;
         let now = chrono::Utc::now();
@@ -129,6 +135,10 @@ async fn token_response(
         });
         if let Some(nonce) = nonce {
             claims["nonce"] = json!(nonce);
+        }
+        // a relying party (another jhe's federated login) matches accounts by verified email (OIDC Core §5.1)
+        if has_scope(scope, "email") {
+            claims["email_verified"] = json!(email_verified);
         }
         body.insert("id_token".into(), json!(sign(&state.pool, &claims).await?));
     }
@@ -242,8 +252,12 @@ async fn refresh_token(
     let Some(refresh) = param(pairs, "refresh_token") else {
         return Err(OAuthError::invalid_request("refresh_token is required"));
     };
+    let requested = param(pairs, "scope");
     let outcome =
-        jhe_catalog::rotate_refresh_token(&state.pool, refresh, client.id, CONFIG.access_token_lifetime).await?;
+        jhe_catalog::rotate_refresh_token(&state.pool, refresh, client.id, CONFIG.access_token_lifetime, |granted| {
+            crate::smart_scopes::narrowed_scope(granted, requested)
+        })
+        .await?;
     // rotation deletes the previous access token, reuse the whole family: neither may stay cached
     state.token_cache.clear();
     match outcome {
@@ -252,7 +266,8 @@ async fn refresh_token(
             tracing::warn!(client = %client.client_id, "refresh token reused; its token family is revoked");
             Err(OAuthError::invalid_grant("the refresh token has already been used; its tokens are revoked"))
         }
-        // the family keeps the scope of the original grant (a `scope` parameter cannot widen it, RFC 6749 §6)
+        RefreshOutcome::InvalidScope(message) => Err(OAuthError::invalid_scope(message)),
+        // the family keeps the scope of the original grant, or a narrower one the request named (RFC 6749 §6)
         RefreshOutcome::Rotated { tokens, user_id, scope, auth_time, .. } => {
             token_response(state, url, client, &tokens, &scope, Some((user_id, auth_time, None))).await
         }
@@ -272,7 +287,8 @@ async fn client_credentials(
         return Err(OAuthError::unauthorized_client("this client has no owner to act as"));
     }
     // the token acts as the owning practitioner (§7.5); `openid` is meaningless without a user session
-    let scope = granted_scope(param(pairs, "scope"), "")
+    let scope = granted_scope(param(pairs, "scope"), "", true)
+        .map_err(OAuthError::invalid_scope)?
         .split_whitespace()
         .filter(|s| *s != "openid")
         .collect::<Vec<_>>()
@@ -312,6 +328,8 @@ async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     let mut body = json!({ "sub": info.user_id.to_string() });
     if has_scope(&info.scope, "email") {
         body["email"] = json!(info.email);
+        let verified = jhe_catalog::active_user_email_verified(&state.pool, info.user_id).await?;
+        body["email_verified"] = json!(verified.is_some_and(|(_, verified)| verified));
     }
     Ok(no_store(axum::Json(body).into_response()))
 }
