@@ -77,30 +77,20 @@ async fn discovery_documents_and_jwks() {
     let server = TestServer::start().await.unwrap();
     let http = http();
     let issuer = format!("{}/o", server.base);
+    let get_json = |path: &str| {
+        let request = http.get(format!("{}{path}", server.base));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
     for path in ["/o/.well-known/openid-configuration", "/o/.well-known/openid-configuration/"] {
-        let doc: Value = http.get(format!("{}{path}", server.base)).send().await.unwrap().json().await.unwrap();
+        let doc = get_json(path).await;
         assert_eq!(doc["issuer"], issuer.as_str());
         assert_eq!(doc["token_endpoint"], format!("{}/o/token/", server.base));
         assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
     }
-    let metadata: Value = http
-        .get(format!("{}/o/.well-known/oauth-authorization-server", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = get_json("/o/.well-known/oauth-authorization-server").await;
     assert_eq!(metadata["issuer"], issuer.as_str());
     assert_eq!(metadata["revocation_endpoint"], format!("{}/o/revoke_token/", server.base));
-    let smart: Value = http
-        .get(format!("{}/FHIR/R5/.well-known/smart-configuration", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let smart = get_json("/FHIR/R5/.well-known/smart-configuration").await;
     assert_eq!(smart["authorization_endpoint"], format!("{}/o/authorize/", server.base));
     // the reference's three (§7.7), then the SMART scope permissions jhe enforces (tests/tests/smart_scopes.rs)
     assert_eq!(
