@@ -21,15 +21,18 @@ use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use jhe_catalog::Caller;
 use jhe_schemas::ObservationRecord;
-use jhe_schemas::table::{COL_EFFECTIVE_START, COL_ID, records_from_batch};
+use jhe_schemas::table::{COL_EFFECTIVE_START, COL_ID, COL_LAST_UPDATED, records_from_batch};
 use object_store::ObjectStore;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::access::AccessScope;
 use crate::error::{QueryError, Result};
+use crate::frontier::{FileSpan, frontier, rows_within};
 use crate::runtime::QueryRuntime;
-use crate::search::{Cursor, ObservationFilters, SearchPage, SearchRequest, SortOrder, in_list_i64, timestamp};
+use crate::search::{
+    Cursor, ObservationFilters, SearchPage, SearchRequest, SortKey, SortOrder, in_list_i64, timestamp,
+};
 use crate::table::ObservationTable;
 
 /// The name of the observation table in plans.
@@ -115,6 +118,10 @@ impl QueryEngine {
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
         parquet.enable_page_index = true;
+        // The table deals whole files into size-balanced groups itself. Splitting a file into byte ranges as well
+        // opens it once per range — the footer, page index and pruning predicate again — which is most of what a
+        // search page's few files cost.
+        config.options_mut().optimizer.repartition_file_scans = false;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(runtime_env)
@@ -146,7 +153,16 @@ impl QueryEngine {
         let Some((table, filters)) = table else {
             return Ok(SearchPage { total: 0, records: Vec::new(), next: None });
         };
-        let total = self.total(Arc::clone(&table), &filters, &request.filters);
+        // A page the catalog can count gets its total and its frontier from one catalog lookup.
+        let counted_files =
+            if request.summary_count { None } else { self.counted_files(table.scope(), &request.filters).await? };
+        let count_table = Arc::clone(&table);
+        let total = async {
+            match &counted_files {
+                Some(files) => Ok(u64::try_from(files.iter().map(|file| file.rows).sum::<i64>()).unwrap_or_default()),
+                None => self.total(count_table, &filters, &request.filters).await,
+            }
+        };
         if request.summary_count {
             let total = total.await?;
             tracing::debug!(
@@ -166,7 +182,16 @@ impl QueryEngine {
             None => (request.page.max(1) as usize - 1).saturating_mul(request.count),
         };
         // one row more than the page tells whether another page follows
-        let rows = self.rows(table, &page_filters, &request.sort, skip, request.count.saturating_add(1));
+        let fetch = request.count.saturating_add(1);
+        let needed = skip.saturating_add(fetch);
+        let mut passes = Passes::Two;
+        if let Some(frontier) = counted_files.as_deref().and_then(|files| page_frontier(files, request, needed)) {
+            page_filters.push(frontier.bound);
+            if frontier.rows_within <= needed.saturating_mul(SINGLE_PASS_ROWS_PER_PAGE_ROW) {
+                passes = Passes::One;
+            }
+        }
+        let rows = self.rows(table, &page_filters, &request.sort, skip, fetch, passes);
         let (total, mut records) = tokio::try_join!(total, rows)?;
         if request.cursor.is_none() && request.page > 1 && records.is_empty() {
             return Err(QueryError::InvalidPage);
@@ -242,13 +267,7 @@ impl QueryEngine {
     /// catalog without reading a file. `None` for any other search (dates, ids, identifiers, a code without its
     /// system), or when a file of those codes was catalogued without its patient rows.
     async fn catalog_total(&self, scope: &AccessScope, filters: &ObservationFilters) -> Result<Option<u64>> {
-        let plain = filters.ids.is_none()
-            && filters.effective.is_empty()
-            && filters.last_updated.is_empty()
-            && filters.patient_identifiers.is_empty()
-            && !filters.match_nothing
-            && filters.codes.iter().all(|alternatives| alternatives.iter().all(|code| code.pair().is_some()));
-        if !plain {
+        if !counted_by_catalog(filters) {
             return Ok(None);
         }
         let wanted_codes = filters.code_pairs();
@@ -287,6 +306,23 @@ impl QueryEngine {
         Ok(Some(u64::try_from(total).unwrap_or_default()))
     }
 
+    /// The rows each file holds for a search the catalog can count ([`visible_triples`], at most
+    /// [`MAX_COUNTED_TRIPLES`] of them), with the files' key bounds: the search's exact total and its pages'
+    /// frontier. `None` for any other search, and when a file of its codes was catalogued without patient rows.
+    async fn counted_files(
+        &self,
+        scope: &AccessScope,
+        filters: &ObservationFilters,
+    ) -> Result<Option<Vec<jhe_catalog::FileRows>>> {
+        let Some(visible) = visible_triples(scope, filters, MAX_COUNTED_TRIPLES) else {
+            return Ok(None);
+        };
+        if visible.is_empty() {
+            return Ok(None);
+        }
+        Ok(jhe_catalog::published_file_rows(&self.inner.pool, &visible).await?)
+    }
+
     async fn count(&self, table: Arc<ObservationTable>, filters: &[Expr]) -> Result<u64> {
         let plan = scan(table, filters)?.aggregate(Vec::<Expr>::new(), vec![count_all()])?.build()?;
         self.execute(plan, |batches| {
@@ -300,9 +336,12 @@ impl QueryEngine {
         .await
     }
 
-    /// The rows of one page, in two passes: the page's ids (and effective starts) from the narrow columns, then
-    /// whole rows for just those ids. One pass would decode the bulky `omh_json` of every row the filters keep —
-    /// all of a patient's rows for a page of the default order — only for the sort to drop all but a page.
+    /// The rows of one page. In two passes: the page's ids (and effective starts) from the narrow columns, then
+    /// whole rows for just those ids — one pass would decode the bulky `omh_json` of every row the filters keep,
+    /// all of a patient's rows for a page of the default order, only for the sort to drop all but a page. In one,
+    /// when a frontier among the filters bounds the rows the scan keeps to a few times the page
+    /// ([`Passes::One`]): then the second plan, its planning and its second opening of the files cost more than
+    /// the rows the sort drops.
     async fn rows(
         &self,
         table: Arc<ObservationTable>,
@@ -310,8 +349,13 @@ impl QueryEngine {
         sort: &SortOrder,
         skip: usize,
         fetch: usize,
+        passes: Passes,
     ) -> Result<Vec<ObservationRecord>> {
         let table = Arc::new(table.with_file_order(sort.file_order()));
+        if passes == Passes::One {
+            let plan = scan(table, filters)?.sort(sort.sort_exprs())?.limit(skip, Some(fetch))?.build()?;
+            return self.records(plan).await;
+        }
         let keys_plan = scan(Arc::clone(&table), filters)?
             .sort(sort.sort_exprs())?
             .limit(skip, Some(fetch))?
@@ -408,6 +452,107 @@ impl QueryEngine {
     pub(crate) fn export_rows_per_file(&self) -> u64 {
         self.inner.export_rows_per_file
     }
+}
+
+/// How a page's rows are read ([`QueryEngine::rows`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passes {
+    One,
+    Two,
+}
+
+/// A page's frontier ([`crate::frontier`]) as a filter, and how many rows the files it leaves hold at most.
+struct PageFrontier {
+    bound: Expr,
+    rows_within: usize,
+}
+
+/// A page is read in one pass when the files its frontier leaves hold at most this many rows per row it needs.
+const SINGLE_PASS_ROWS_PER_PAGE_ROW: usize = 8;
+
+/// The most (code, patient) pairs a page counts file by file ([`QueryEngine::counted_files`]): beyond it the
+/// lookup costs more than the files it could spare (a study-wide page leaves the pruning to the scan's own top-k
+/// filter, and its total to [`QueryEngine::catalog_total`]).
+const MAX_COUNTED_TRIPLES: usize = 1024;
+
+/// The frontier of a page needing `needed` rows in `date` or `_lastUpdated` order ([`crate::frontier`]) over
+/// `files` (each with the rows it holds for the search), as a filter on the order's first key; `None` in `_id`
+/// order or when the files cannot tell.
+fn page_frontier(files: &[jhe_catalog::FileRows], request: &SearchRequest, needed: usize) -> Option<PageFrontier> {
+    let first = request.sort.fields().first().copied()?;
+    let column = match first.key {
+        SortKey::Date => COL_EFFECTIVE_START,
+        SortKey::LastUpdated => COL_LAST_UPDATED,
+        SortKey::Id => return None,
+    };
+    let spans: Vec<FileSpan> = files
+        .iter()
+        .map(|file| {
+            let (lowest, highest) = match first.key {
+                SortKey::Date => (file.min_effective_start, file.max_effective_start),
+                SortKey::LastUpdated | SortKey::Id => (file.min_last_updated, file.max_last_updated),
+            };
+            FileSpan {
+                lowest: lowest.timestamp_micros(),
+                highest: highest.timestamp_micros(),
+                rows: u64::try_from(file.rows).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let after = request.cursor.as_ref().and_then(|cursor| cursor.keys().first().copied());
+    let at = frontier(&spans, first.descending, after, u64::try_from(needed).unwrap_or(u64::MAX))?;
+    Some(PageFrontier {
+        bound: if first.descending { col(column).gt_eq(timestamp(at)) } else { col(column).lt_eq(timestamp(at)) },
+        rows_within: usize::try_from(rows_within(&spans, first.descending, at)).unwrap_or(usize::MAX),
+    })
+}
+
+/// Whether every row a search matches is a row of a visible (code, patient) pair it asks for — it filters by
+/// nothing but patients, studies, organizations and exact (system, code) pairs — so the catalog's rows per file
+/// and patient count it exactly.
+fn counted_by_catalog(filters: &ObservationFilters) -> bool {
+    filters.ids.is_none()
+        && filters.effective.is_empty()
+        && filters.last_updated.is_empty()
+        && filters.patient_identifiers.is_empty()
+        && !filters.match_nothing
+        && filters.codes.iter().all(|alternatives| alternatives.iter().all(|code| code.pair().is_some()))
+}
+
+/// The (system, code, patient) triples whose rows a search counted by the catalog ([`counted_by_catalog`]) returns;
+/// `None` for another search, for a patient's own read without exact codes (it may see every code), and when
+/// there are more than `limit`.
+fn visible_triples(
+    scope: &AccessScope,
+    filters: &ObservationFilters,
+    limit: usize,
+) -> Option<Vec<(String, String, i64)>> {
+    if !counted_by_catalog(filters) {
+        return None;
+    }
+    let wanted_codes = filters.code_pairs();
+    let codes: Vec<(String, String)> = match (scope.pairs(), wanted_codes) {
+        (Some(allowed), Some(wanted)) => allowed.into_iter().filter(|pair| wanted.contains(pair)).collect(),
+        (Some(allowed), None) => allowed,
+        (None, Some(wanted)) => wanted.into_iter().collect(),
+        (None, None) => return None,
+    };
+    // a patient's own read ignores the patient, study and organization filters (jhe-compat §4.3)
+    let wanted_patients = filters.patients.as_ref().filter(|_| !scope.is_own_data());
+    let patients: Vec<i64> =
+        scope.patients().into_iter().filter(|p| wanted_patients.is_none_or(|wanted| wanted.contains(p))).collect();
+    let mut triples = Vec::new();
+    for (system, code) in &codes {
+        for patient in &patients {
+            if scope.allows(system, code, *patient) {
+                if triples.len() == limit {
+                    return None;
+                }
+                triples.push((system.clone(), code.clone(), *patient));
+            }
+        }
+    }
+    Some(triples)
 }
 
 /// Batches a streamed plan may run ahead of its consumer.

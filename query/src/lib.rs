@@ -20,7 +20,9 @@
 //! * **Paging.** Every order ends with the unique id, so pages never overlap or skip. A page is the top
 //!   `count + 1` rows (TopK; the extra row says whether a next page exists). `next` carries an opaque keyset
 //!   [`Cursor`] — the sort keys of the page's last row — so a deep page costs what the first costs; `_page`
-//!   (offset) still works. The total runs concurrently with the page, under the same predicate.
+//!   (offset) still works. The total runs concurrently with the page, under the same predicate. Before a page in
+//!   date or `_lastUpdated` order is planned, the catalog's rows per file and patient give it a frontier on its
+//!   sort key (`frontier`), so the scan opens only the files the page's rows can come from.
 //! * **Own runtime.** Plans are made on the caller's runtime (the scan's catalog lookups), then executed, and the
 //!   rows decoded into [`jhe_schemas::ObservationRecord`]s, on the engine's runtime, with a memory limit
 //!   ([`QuerySettings`]). The caller opens the object store and passes it in; catalog paths are its keys.
@@ -36,6 +38,7 @@ mod engine;
 mod error;
 mod export;
 pub mod fhir_params;
+mod frontier;
 mod prune;
 mod runtime;
 mod search;

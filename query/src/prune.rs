@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, NaiveDate};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
-use jhe_schemas::table::{COL_CODING_CODE, COL_CODING_SYSTEM, COL_EFFECTIVE_START, COL_PATIENT_ID};
+use jhe_schemas::table::{COL_CODING_CODE, COL_CODING_SYSTEM, COL_EFFECTIVE_START, COL_LAST_UPDATED, COL_PATIENT_ID};
 
 /// File pruning hints; every `None` means "unconstrained".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub(crate) struct PruningHints {
     pub(crate) systems: Option<BTreeSet<String>>,
     pub(crate) from_day: Option<NaiveDate>,
     pub(crate) to_day: Option<NaiveDate>,
+    /// The lowest and highest `effective_start` allowed, in microseconds (the days above, exactly).
+    pub(crate) effective_start: (Option<i64>, Option<i64>),
+    /// The lowest and highest `last_updated` allowed, in microseconds.
+    pub(crate) last_updated: (Option<i64>, Option<i64>),
 }
 
 impl PruningHints {
@@ -32,23 +36,39 @@ impl PruningHints {
             systems: values(&all, COL_CODING_SYSTEM, &text),
             from_day: None,
             to_day: None,
+            effective_start: time_range(&all, COL_EFFECTIVE_START),
+            last_updated: time_range(&all, COL_LAST_UPDATED),
         };
-        let mut lower: Option<i64> = None;
-        let mut upper: Option<i64> = None;
-        for conjunct in datafusion::logical_expr::utils::split_conjunction(&all) {
-            for (at_least, at_most) in start_bounds(conjunct) {
-                if let Some(at) = at_least {
-                    lower = Some(lower.map_or(at, |known| known.max(at)));
-                }
-                if let Some(at) = at_most {
-                    upper = Some(upper.map_or(at, |known| known.min(at)));
-                }
-            }
-        }
-        hints.from_day = lower.and_then(day_of);
-        hints.to_day = upper.and_then(day_of);
+        hints.from_day = hints.effective_start.0.and_then(day_of);
+        hints.to_day = hints.effective_start.1.and_then(day_of);
         hints
     }
+
+    /// Whether a file whose `effective_start` and `last_updated` lie within these bounds (inclusive, in
+    /// microseconds) can hold a row the hints allow.
+    pub(crate) fn overlaps(&self, effective_start: (i64, i64), last_updated: (i64, i64)) -> bool {
+        let within = |(lowest, highest): (i64, i64), (from, to): (Option<i64>, Option<i64>)| {
+            from.is_none_or(|from| highest >= from) && to.is_none_or(|to| lowest <= to)
+        };
+        within(effective_start, self.effective_start) && within(last_updated, self.last_updated)
+    }
+}
+
+/// The (lowest, highest) values of the timestamp `column` that the conjuncts of `all` allow, in microseconds.
+fn time_range(all: &Expr, column: &str) -> (Option<i64>, Option<i64>) {
+    let mut lower: Option<i64> = None;
+    let mut upper: Option<i64> = None;
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(all) {
+        for (at_least, at_most) in time_bounds(conjunct, column) {
+            if let Some(at) = at_least {
+                lower = Some(lower.map_or(at, |known| known.max(at)));
+            }
+            if let Some(at) = at_most {
+                upper = Some(upper.map_or(at, |known| known.min(at)));
+            }
+        }
+    }
+    (lower, upper)
 }
 
 fn day_of(micros: i64) -> Option<NaiveDate> {
@@ -72,7 +92,8 @@ fn text(value: &ScalarValue) -> Option<String> {
     }
 }
 
-/// Microseconds of a timestamp literal (any unit; rounded outwards does not matter at day precision).
+/// Microseconds of a timestamp literal (any unit). Nanoseconds round down, which keeps a bound safe: the
+/// table stores microseconds, and `<`/`>` bounds are used as inclusive ones.
 fn micros(value: &ScalarValue) -> Option<i64> {
     match value {
         ScalarValue::TimestampMicrosecond(Some(v), _) => Some(*v),
@@ -131,13 +152,13 @@ fn values<T: Ord + Clone>(
     }
 }
 
-/// (lowest, highest) `effective_start` a conjunct allows, in microseconds.
-fn start_bounds(conjunct: &Expr) -> Vec<(Option<i64>, Option<i64>)> {
+/// (lowest, highest) value of the timestamp `column` a conjunct allows, in microseconds.
+fn time_bounds(conjunct: &Expr, column: &str) -> Vec<(Option<i64>, Option<i64>)> {
     match conjunct {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (op, value) = if is_column(left, COL_EFFECTIVE_START) {
+            let (op, value) = if is_column(left, column) {
                 (*op, literal(right))
-            } else if is_column(right, COL_EFFECTIVE_START) {
+            } else if is_column(right, column) {
                 match op.swap() {
                     Some(swapped) => (swapped, literal(left)),
                     None => return Vec::new(),
@@ -155,7 +176,7 @@ fn start_bounds(conjunct: &Expr) -> Vec<(Option<i64>, Option<i64>)> {
                 _ => Vec::new(),
             }
         }
-        Expr::Between(between) if !between.negated && is_column(&between.expr, COL_EFFECTIVE_START) => {
+        Expr::Between(between) if !between.negated && is_column(&between.expr, column) => {
             vec![(literal(&between.low).and_then(micros), literal(&between.high).and_then(micros))]
         }
         _ => Vec::new(),
@@ -188,6 +209,19 @@ mod tests {
         assert_eq!(hints.systems, None, "`b` may be in any system");
         assert_eq!(hints.from_day, NaiveDate::from_ymd_opt(2024, 10, 4));
         assert_eq!(hints.to_day, NaiveDate::from_ymd_opt(2024, 10, 7));
+        assert_eq!(hints.effective_start, (Some(20_000 * DAY + 5), Some(20_003 * DAY)));
+        assert_eq!(hints.last_updated, (None, None));
+    }
+
+    #[test]
+    fn files_outside_the_time_bounds_do_not_overlap() {
+        let filters = vec![col(COL_LAST_UPDATED).gt_eq(timestamp(100)), col(COL_EFFECTIVE_START).lt(timestamp(50))];
+        let hints = PruningHints::from_filters(&filters);
+        assert_eq!(hints.last_updated, (Some(100), None));
+        assert!(hints.overlaps((0, 10), (90, 100)), "touching the bound is enough");
+        assert!(!hints.overlaps((0, 10), (90, 99)), "ends before the last_updated bound");
+        assert!(!hints.overlaps((51, 60), (100, 200)), "starts after the effective_start bound");
+        assert!(PruningHints::default().overlaps((0, 0), (0, 0)));
     }
 
     #[test]

@@ -122,6 +122,12 @@ impl ObservationTable {
             .into_iter()
             .filter(|file| code_allowed(&file.coding_system, &file.coding_code))
             .filter(|file| self.scope.may_see(file, hints.patients.as_ref()))
+            .filter(|file| {
+                hints.overlaps(
+                    (file.min_effective_start.timestamp_micros(), file.max_effective_start.timestamp_micros()),
+                    (file.min_last_updated.timestamp_micros(), file.max_last_updated.timestamp_micros()),
+                )
+            })
             .collect())
     }
 }

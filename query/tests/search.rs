@@ -520,35 +520,107 @@ fn assert_sorted(records: &[ObservationRecord], sort: &str) {
     assert!(records.windows(2).all(|pair| key(&pair[0]) < key(&pair[1])), "sorted by {sort:?}");
 }
 
+/// A catalog entry for a Parquet file that does not exist, spanning days `first_day..=last_day` of effective and
+/// update times, with `patient_rows`: a query that opened it would fail.
+fn phantom_file(
+    code: &str,
+    first_day: i64,
+    last_day: i64,
+    patients: (i64, i64),
+    patient_rows: Vec<(i64, i64)>,
+) -> NewParquetFile {
+    let id = Uuid::now_v7();
+    let start = DateTime::<Utc>::from_timestamp_micros(DAY_ONE + first_day * DAY).unwrap();
+    let end = DateTime::<Utc>::from_timestamp_micros(DAY_ONE + last_day * DAY).unwrap();
+    NewParquetFile {
+        id,
+        object_path: format!("observations/code={code}/date={}/{id}.parquet", start.format("%Y-%m-%d")),
+        coding_system: OMH.to_owned(),
+        coding_code: code.to_owned(),
+        day: start.date_naive(),
+        row_count: patient_rows.iter().map(|(_, rows)| rows).sum::<i64>().max(1),
+        size_bytes: 1000,
+        min_patient_id: patients.0,
+        max_patient_id: patients.1,
+        min_effective_start: start,
+        max_effective_start: end,
+        max_effective_end: None,
+        min_last_updated: start,
+        max_last_updated: end,
+        compaction_level: 0,
+        patient_rows,
+    }
+}
+
+/// A page in `date` or `_lastUpdated` order opens only the files that can hold it: the catalog's rows per file
+/// and patient say how far back the page can reach, and files wholly beyond that are never read (here: a phantom,
+/// which fails any query that opens it).
+#[tokio::test]
+async fn a_page_opens_only_the_files_its_first_rows_can_come_from() {
+    let mut world = seeded().await;
+    let p1 = world.patients[0];
+    let p1_text = p1.to_string();
+    let hr = format!("{OMH}|{HEART_RATE}");
+    // 50 heart rates of patient 1 before all the others, in effective and update time
+    let old = phantom_file(HEART_RATE, -30, -20, (p1, p1), vec![(p1, 50)]);
+    world.catalog(old.clone()).await;
+    for sort in ["-_lastUpdated", "-date"] {
+        let mut cursor: Option<String> = None;
+        let mut seen = 0;
+        // 9 pages of 7: the last starts after row 56, while day one's 30 rows (61–90) still lie wholly beyond it
+        for page_number in 1..=9 {
+            let mut params =
+                vec![("patient", p1_text.as_str()), ("code", hr.as_str()), ("_count", "7"), ("_sort", sort)];
+            let text;
+            if let Some(c) = &cursor {
+                text = c.clone();
+                params.push(("_cursor", text.as_str()));
+            }
+            let page = world.search(&world.practitioner_a, &params).await.unwrap_or_else(|error| {
+                panic!("{sort}, page {page_number}: {error}");
+            });
+            assert_eq!(page.total, 140, "{sort}: the catalog counts the phantom's rows too");
+            assert_eq!(page.records.len(), 7);
+            assert_sorted(&page.records, sort);
+            seen += page.records.len();
+            cursor = page.next.map(|next| next.encode());
+        }
+        assert_eq!(seen, 63);
+        // offset pages use the same bound
+        let page = world
+            .search(&world.practitioner_a, &[("patient", &p1_text), ("code", &hr), ("_count", "20"), ("_page", "3")])
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 20);
+    }
+    // a page that needs more rows than the newer files hold must read the older one
+    let error = world
+        .search(&world.practitioner_a, &[("patient", &p1_text), ("code", &hr), ("_count", "91")])
+        .await
+        .unwrap_err();
+    assert!(!matches!(error, QueryError::InvalidPage), "{error}");
+
+    // ascending: a phantom after everything else is never reached by the first pages
+    sqlx::query("DELETE FROM parquet_files WHERE id = $1").bind(old.id).execute(&world.db.pool).await.unwrap();
+    world.catalog(phantom_file(HEART_RATE, 20, 30, (p1, p1), vec![(p1, 50)])).await;
+    for sort in ["_lastUpdated", "date"] {
+        let page = world
+            .search(&world.practitioner_a, &[("patient", &p1_text), ("code", &hr), ("_count", "60"), ("_sort", sort)])
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 60);
+        assert_sorted(&page.records, sort);
+    }
+}
+
 #[tokio::test]
 async fn filters_select_rows_and_the_catalog_prunes_files() {
     let mut world = seeded().await;
     let [p1, p2, p3] = world.patients;
     // Catalog entries whose objects do not exist: opening one fails the query, so every search below that
-    // succeeds proves the catalog pruned it (by day, by patient range, by code).
-    let phantom = |code: &str, day: i64, patients: (i64, i64)| {
-        let id = Uuid::now_v7();
-        let start = DateTime::<Utc>::from_timestamp_micros(DAY_ONE + day * DAY).unwrap();
-        NewParquetFile {
-            id,
-            object_path: format!("observations/code={code}/date={}/{id}.parquet", start.format("%Y-%m-%d")),
-            coding_system: OMH.to_owned(),
-            coding_code: code.to_owned(),
-            day: start.date_naive(),
-            row_count: 1,
-            size_bytes: 1000,
-            min_patient_id: patients.0,
-            max_patient_id: patients.1,
-            min_effective_start: start,
-            max_effective_start: start,
-            max_effective_end: None,
-            min_last_updated: start,
-            max_last_updated: start,
-            compaction_level: 0,
-            // not known: a count over these codes has to read, and fails if it opens a phantom
-            patient_rows: Vec::new(),
-        }
-    };
+    // succeeds proves the catalog pruned it (by day, by patient range, by code). Their patient rows are not
+    // known: a count over these codes has to read, and fails if it opens a phantom.
+    let phantom = |code: &str, day: i64, patients: (i64, i64)| phantom_file(code, day, day, patients, Vec::new());
     let phantoms = [
         phantom(HEART_RATE, 20, (p1, p3)),           // a later day
         phantom(HEART_RATE, 1, (p3 + 1, p3 + 5)),    // other patients

@@ -312,6 +312,81 @@ pub async fn published_patient_rows(
     Ok(Some(rows))
 }
 
+/// The rows each published file holds of the `visible` (system, code, patient) triples, with the file's bounds
+/// of the two time keys a search page can be sorted by: a page's exact total (their sum) and its frontier
+/// (`jhe_query`), from one statement and so one snapshot. `None` when a published file of those codes was
+/// catalogued without its patient rows: its rows cannot be counted, only read.
+pub async fn published_file_rows(pool: &PgPool, visible: &[(String, String, i64)]) -> Result<Option<Vec<FileRows>>> {
+    let mut systems = Vec::with_capacity(visible.len());
+    let mut codes = Vec::with_capacity(visible.len());
+    let mut patients = Vec::with_capacity(visible.len());
+    for (system, code, patient) in visible {
+        systems.push(system.clone());
+        codes.push(code.clone());
+        patients.push(*patient);
+    }
+    // One row per file with visible rows, each carrying the flag; a single row of NULLs beside the flag when no
+    // file has any.
+    let rows = sqlx::query!(
+        r#"WITH visible AS (
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS v(system, code, patient_id)
+           ),
+           counted AS (
+               SELECT f.id, f.min_effective_start, f.max_effective_start, f.min_last_updated, f.max_last_updated,
+                      sum(r.row_count)::int8 AS row_count
+               FROM visible v
+               JOIN parquet_file_patient_rows r ON r.patient_id = v.patient_id
+               JOIN parquet_files f ON f.id = r.file_id AND f.coding_system = v.system AND f.coding_code = v.code
+               WHERE f.state = 'published'
+               GROUP BY f.id
+           ),
+           uncounted AS (
+               SELECT EXISTS (
+                   SELECT 1 FROM parquet_files f
+                   WHERE f.state = 'published' AND NOT f.patient_rows_known
+                     AND (f.coding_system, f.coding_code) IN (SELECT system, code FROM visible)
+               ) AS unknown
+           )
+           SELECT u.unknown AS "unknown!", c.id AS "id?", c.min_effective_start AS "min_effective_start?",
+                  c.max_effective_start AS "max_effective_start?", c.min_last_updated AS "min_last_updated?",
+                  c.max_last_updated AS "max_last_updated?", c.row_count AS "rows?"
+           FROM uncounted u LEFT JOIN counted c ON true"#,
+        &systems,
+        &codes,
+        &patients,
+    )
+    .fetch_all(pool)
+    .await?;
+    if rows.iter().any(|row| row.unknown) {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .filter_map(|row| {
+                Some(FileRows {
+                    id: row.id?,
+                    min_effective_start: row.min_effective_start?,
+                    max_effective_start: row.max_effective_start?,
+                    min_last_updated: row.min_last_updated?,
+                    max_last_updated: row.max_last_updated?,
+                    rows: row.rows?,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// One published file's rows of some (system, code, patient) triples ([`published_file_rows`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRows {
+    pub id: Uuid,
+    pub min_effective_start: DateTime<Utc>,
+    pub max_effective_start: DateTime<Utc>,
+    pub min_last_updated: DateTime<Utc>,
+    pub max_last_updated: DateTime<Utc>,
+    pub rows: i64,
+}
+
 /// Published rows of one patient and code ([`published_patient_rows`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatientRows {
