@@ -707,7 +707,9 @@ async fn process(args: ProcessArgs) -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
         sqlx::query("DELETE FROM log_positions WHERE topic = $1").bind(&args.topic).execute(&mut *tx).await?;
         // TRUNCATE, not DELETE: a million dead index entries would slow the next run's claims down
-        sqlx::query("TRUNCATE parquet_files, observation_identifiers").execute(&mut *tx).await?;
+        sqlx::query("TRUNCATE parquet_files, parquet_file_patient_rows, observation_identifiers")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         eprintln!("reset: positions of {:?}, file entries and identifier claims deleted", args.topic);
     }
