@@ -374,8 +374,8 @@ fn signal(child: &tokio::process::Child, name: &str) {
 }
 
 /// The broker stops answering for a while (SIGSTOP, so it keeps its data) and comes back (SIGCONT): uploads during
-/// the outage are refused, the processor waits, and afterwards it resumes where the catalog says and stores every
-/// acknowledged observation exactly once.
+/// the outage are refused (503: outcome unknown, as for any timed-out produce), the processor waits, and afterwards
+/// it resumes where the catalog says and stores every acknowledged observation exactly once.
 #[tokio::test]
 async fn a_stalled_broker_delays_processing_and_loses_nothing() {
     jhe_tests::init_logs();
@@ -431,7 +431,14 @@ async fn a_stalled_broker_delays_processing_and_loses_nothing() {
     while published_rows(&pool).await < acknowledged && started.elapsed() < Duration::from_secs(90) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(published_rows(&pool).await, acknowledged, "every acknowledged observation, once");
+    // The refused batch's outcome is unknown, as with any produce that timed out: its request may already sit in
+    // the stalled broker's socket and be appended when the broker wakes. It may land whole or not at all; every
+    // acknowledged observation lands, and nothing lands twice.
+    let stored = published_rows(&pool).await;
+    assert!(
+        stored == acknowledged || stored == acknowledged + 20,
+        "every acknowledged observation once, the refused batch at most once: {stored} stored, {acknowledged} acknowledged"
+    );
     server.stop_pipeline().await.unwrap();
 }
 
