@@ -267,24 +267,10 @@ impl QueryEngine {
     /// catalog without reading a file. `None` for any other search (dates, ids, identifiers, a code without its
     /// system), or when a file of those codes was catalogued without its patient rows.
     async fn catalog_total(&self, scope: &AccessScope, filters: &ObservationFilters) -> Result<Option<u64>> {
-        if !counted_by_catalog(filters) {
+        let Some(CountedSearch { codes, patients }) = counted_codes_and_patients(scope, filters) else {
             return Ok(None);
-        }
-        let wanted_codes = filters.code_pairs();
-        let codes: Option<Vec<(String, String)>> = match (scope.pairs(), &wanted_codes) {
-            (Some(allowed), Some(wanted)) => Some(allowed.into_iter().filter(|pair| wanted.contains(pair)).collect()),
-            (Some(allowed), None) => Some(allowed),
-            (None, Some(wanted)) => Some(wanted.iter().cloned().collect()),
-            (None, None) => None,
         };
-        if codes.as_ref().is_some_and(Vec::is_empty) {
-            return Ok(Some(0));
-        }
-        // a patient's own read ignores the patient, study and organization filters (jhe-compat §4.3)
-        let wanted_patients = filters.patients.as_ref().filter(|_| !scope.is_own_data());
-        let patients: Vec<i64> =
-            scope.patients().into_iter().filter(|p| wanted_patients.is_none_or(|wanted| wanted.contains(p))).collect();
-        if patients.is_empty() {
+        if codes.as_ref().is_some_and(Vec::is_empty) || patients.is_empty() {
             return Ok(Some(0));
         }
         let Some(rows) =
@@ -292,15 +278,10 @@ impl QueryEngine {
         else {
             return Ok(None);
         };
+        // the rows are of the wanted codes and patients already; the scope decides which pairs of them are visible
         let total: i64 = rows
             .iter()
-            .filter(|row| {
-                scope.allows(&row.coding_system, &row.coding_code, row.patient_id)
-                    && wanted_codes
-                        .as_ref()
-                        .is_none_or(|wanted| wanted.contains(&(row.coding_system.clone(), row.coding_code.clone())))
-                    && wanted_patients.is_none_or(|wanted| wanted.contains(&row.patient_id))
-            })
+            .filter(|row| scope.allows(&row.coding_system, &row.coding_code, row.patient_id))
             .map(|row| row.rows)
             .sum();
         Ok(Some(u64::try_from(total).unwrap_or_default()))
@@ -527,20 +508,8 @@ fn visible_triples(
     filters: &ObservationFilters,
     limit: usize,
 ) -> Option<Vec<(String, String, i64)>> {
-    if !counted_by_catalog(filters) {
-        return None;
-    }
-    let wanted_codes = filters.code_pairs();
-    let codes: Vec<(String, String)> = match (scope.pairs(), wanted_codes) {
-        (Some(allowed), Some(wanted)) => allowed.into_iter().filter(|pair| wanted.contains(pair)).collect(),
-        (Some(allowed), None) => allowed,
-        (None, Some(wanted)) => wanted.into_iter().collect(),
-        (None, None) => return None,
-    };
-    // a patient's own read ignores the patient, study and organization filters (jhe-compat §4.3)
-    let wanted_patients = filters.patients.as_ref().filter(|_| !scope.is_own_data());
-    let patients: Vec<i64> =
-        scope.patients().into_iter().filter(|p| wanted_patients.is_none_or(|wanted| wanted.contains(p))).collect();
+    let CountedSearch { codes, patients } = counted_codes_and_patients(scope, filters)?;
+    let codes = codes?;
     let mut triples = Vec::new();
     for (system, code) in &codes {
         for patient in &patients {
@@ -553,6 +522,32 @@ fn visible_triples(
         }
     }
     Some(triples)
+}
+
+/// What a search the catalog can count ([`counted_by_catalog`]) may return rows of.
+struct CountedSearch {
+    /// The (system, code) pairs both wanted and allowed; `None`: every code (a patient's own read without exact
+    /// codes).
+    codes: Option<Vec<(String, String)>>,
+    /// The patients both wanted and allowed.
+    patients: Vec<i64>,
+}
+
+fn counted_codes_and_patients(scope: &AccessScope, filters: &ObservationFilters) -> Option<CountedSearch> {
+    if !counted_by_catalog(filters) {
+        return None;
+    }
+    let codes = match (scope.pairs(), filters.code_pairs()) {
+        (Some(allowed), Some(wanted)) => Some(allowed.into_iter().filter(|pair| wanted.contains(pair)).collect()),
+        (Some(allowed), None) => Some(allowed),
+        (None, Some(wanted)) => Some(wanted.into_iter().collect()),
+        (None, None) => None,
+    };
+    // a patient's own read ignores the patient, study and organization filters (jhe-compat §4.3)
+    let wanted_patients = filters.patients.as_ref().filter(|_| !scope.is_own_data());
+    let patients =
+        scope.patients().into_iter().filter(|p| wanted_patients.is_none_or(|wanted| wanted.contains(p))).collect();
+    Some(CountedSearch { codes, patients })
 }
 
 /// Batches a streamed plan may run ahead of its consumer.
