@@ -19,7 +19,7 @@ const DEFAULT_DATA_DIR: &str = "./var";
 const DEFAULT_TOPIC: &str = "jhe.observations";
 const DEFAULT_LOG_PARTITIONS: i32 = 6;
 const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
-const DEFAULT_FLUSH_MAX_RECORDS: usize = 50_000;
+const DEFAULT_FLUSH_MAX_RECORDS: usize = jhe_processor::DEFAULT_FLUSH_MAX_RECORDS;
 const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Parser)]
@@ -141,7 +141,7 @@ pub struct PipelineArgs {
     /// Kafka consumer group of the processors [default: jhe-processor]
     #[arg(long, env = "JHE_PROCESSOR_GROUP")]
     pub processor_group: Option<String>,
-    /// Most observations written in one flush (one file per code and day each) [default: 50000]
+    /// Most observations written in one flush (one file per code and day each) [default: 25000]
     #[arg(long, env = "JHE_FLUSH_MAX_RECORDS")]
     pub flush_max_records: Option<usize>,
     /// A folder of extra JSON Schema files for site-specific data types

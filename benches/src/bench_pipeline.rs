@@ -199,7 +199,7 @@ struct E2eArgs {
 struct Tuning {
     #[arg(long, default_value_t = 1000)]
     flush_interval_ms: u64,
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = jhe_processor::DEFAULT_FLUSH_MAX_RECORDS)]
     flush_max_records: usize,
     /// Give up after this many seconds
     #[arg(long, default_value_t = 1800)]

@@ -16,4 +16,4 @@ pub mod pipeline;
 pub mod store;
 pub mod transform;
 
-pub use pipeline::{Processor, ProcessorError, ProcessorSettings, limit_malloc_arenas};
+pub use pipeline::{DEFAULT_FLUSH_MAX_RECORDS, Processor, ProcessorError, ProcessorSettings, limit_malloc_arenas};
