@@ -14,9 +14,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use jhe_catalog::NewParquetFile;
 use jhe_schemas::ErrorKind;
 use jhe_schemas::table::{
-    COL_CODING_CODE, COL_CODING_SYSTEM, COL_EFFECTIVE_END, COL_EFFECTIVE_START, COL_ID, COL_IDENTIFIERS,
-    COL_LAST_UPDATED, COL_OMH_JSON, COL_PATIENT_ID, IDENTIFIER_ITEM, IDENTIFIER_VALUE, SCHEMA_VERSION,
-    SCHEMA_VERSION_KEY, observation_schema,
+    COL_CODING_CODE, COL_CODING_SYSTEM, COL_DATA_SOURCE_ID, COL_EFFECTIVE_END, COL_EFFECTIVE_START, COL_ID,
+    COL_IDENTIFIERS, COL_JHE_USER_ID, COL_LAST_UPDATED, COL_OMH_JSON, COL_PATIENT_ID, COL_UNIT, IDENTIFIER_ITEM,
+    IDENTIFIER_SYSTEM, IDENTIFIER_VALUE, SCHEMA_VERSION, SCHEMA_VERSION_KEY, observation_schema,
 };
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -36,7 +36,8 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// size limit for these narrow, well-compressed columns) made one patient's read of a day's file filter about ten
 /// patients' rows per column. 4,096 rows keep pages of the sorted narrow columns near one to three patients.
 pub const DATA_PAGE_ROWS: usize = 4 * 1024;
-/// The zstd level of every column (3: zstd's default, most of the ratio at a fraction of the CPU of higher levels).
+/// The zstd level of the compressed columns, all but [`uncompressed_columns`] (3: zstd's default, most of the
+/// ratio at a fraction of the CPU of higher levels).
 pub const ZSTD_LEVEL: i32 = 3;
 /// Files larger than this are uploaded in parts (S3 caps a single PUT at 5 GiB and retries a failed one whole).
 pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
@@ -133,9 +134,28 @@ impl EncodedFile {
 
 /// The Parquet leaf of `identifiers[].value` (Arrow lists are written as `<name>.list.<item name>`).
 fn identifier_value_path() -> ColumnPath {
-    ColumnPath::new(
-        [COL_IDENTIFIERS, "list", IDENTIFIER_ITEM, IDENTIFIER_VALUE].into_iter().map(str::to_owned).collect(),
-    )
+    identifier_leaf(IDENTIFIER_VALUE)
+}
+
+fn identifier_leaf(field: &str) -> ColumnPath {
+    ColumnPath::new([COL_IDENTIFIERS, "list", IDENTIFIER_ITEM, field].into_iter().map(str::to_owned).collect())
+}
+
+/// The columns written without compression: one value per file (code, unit, identifier system) or per patient's
+/// run of rows (patient, user, data source), so their dictionary-encoded pages are a few bytes each and zstd saves
+/// nothing. Reading a zstd column chunk costs a codec (a compression and a decompression context) even for such a
+/// page: on a search page's scan, which reads a few thousand rows of every column, making those contexts for these
+/// seven columns was about 5 % of the server's CPU.
+fn uncompressed_columns() -> [ColumnPath; 7] {
+    [
+        ColumnPath::from(COL_PATIENT_ID),
+        ColumnPath::from(COL_JHE_USER_ID),
+        ColumnPath::from(COL_DATA_SOURCE_ID),
+        ColumnPath::from(COL_CODING_SYSTEM),
+        ColumnPath::from(COL_CODING_CODE),
+        ColumnPath::from(COL_UNIT),
+        identifier_leaf(IDENTIFIER_SYSTEM),
+    ]
 }
 
 fn writer_properties() -> Result<WriterProperties, ParquetError> {
@@ -148,8 +168,11 @@ fn writer_properties() -> Result<WriterProperties, ParquetError> {
             Ok(SortingColumn { column_idx: column_idx as i32, descending: false, nulls_first: false })
         })
         .collect::<Result<Vec<_>, ArrowError>>()?;
-    Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
+    let mut builder = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?));
+    for column in uncompressed_columns() {
+        builder = builder.set_column_compression(column, Compression::UNCOMPRESSED);
+    }
+    Ok(builder
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(DATA_PAGE_ROWS)
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -462,6 +485,13 @@ mod tests {
         }
         assert!(column(&ColumnPath::from(COL_PATIENT_ID)).statistics().is_some());
         assert_eq!(row_group.sorting_columns().map(Vec::len), Some(3));
+        let uncompressed = uncompressed_columns();
+        for chunk in row_group.columns() {
+            let expected_plain = uncompressed.contains(chunk.column_path());
+            let plain = chunk.compression() == Compression::UNCOMPRESSED;
+            assert_eq!(plain, expected_plain, "{}: {:?}", chunk.column_path(), chunk.compression());
+        }
+        assert!(matches!(column(&ColumnPath::from(COL_OMH_JSON)).compression(), Compression::ZSTD(_)));
     }
 
     #[test]
