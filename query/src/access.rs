@@ -43,11 +43,17 @@ impl AccessScope {
     pub async fn resolve(pool: &PgPool, caller: &Caller, filters: &ObservationFilters) -> Result<Self> {
         if caller.is_practitioner() {
             let organizations = (!caller.is_superuser).then(|| caller.organization_ids());
-            if let Some(organizations) = &organizations {
-                authorize_filters(pool, organizations, filters).await?;
-            }
+            // The filters' check and the consent lookup are independent statements: both at once, on two
+            // connections. A refused filter answers 403 whatever the lookup found.
+            let authorized = async {
+                match &organizations {
+                    Some(organizations) => authorize_filters(pool, organizations, filters).await,
+                    None => Ok(()),
+                }
+            };
             let patients: Option<Vec<i64>> = filters.patients.as_ref().map(|ids| ids.iter().copied().collect());
             if patients.as_ref().is_some_and(Vec::is_empty) {
+                authorized.await?;
                 return Ok(Self::nothing());
             }
             let codes: Option<Vec<(String, String)>> = filters.code_pairs().map(|pairs| pairs.into_iter().collect());
@@ -58,8 +64,10 @@ impl AccessScope {
                 organization_id: filters.organization_id,
                 codes: codes.as_deref(),
             };
+            let (authorized, pairs) = tokio::join!(authorized, jhe_catalog::consented_pairs(pool, &query));
+            authorized?;
             let mut consented: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
-            for pair in jhe_catalog::consented_pairs(pool, &query).await? {
+            for pair in pairs? {
                 consented.entry((pair.coding_system, pair.coding_code)).or_default().push(pair.patient_id);
             }
             for patients in consented.values_mut() {

@@ -191,6 +191,11 @@ impl QueryEngine {
                 passes = Passes::One;
             }
         }
+        // the files the catalog counted hold every row the page can return: the scan needs no second lookup
+        let table = match &counted_files {
+            Some(files) => Arc::new(table.with_files(files.iter().map(|counted| counted.file.clone()).collect())),
+            None => table,
+        };
         let rows = self.rows(table, &page_filters, &request.sort, skip, fetch, passes);
         let (total, mut records) = tokio::try_join!(total, rows)?;
         if request.cursor.is_none() && request.page > 1 && records.is_empty() {
@@ -470,8 +475,8 @@ fn page_frontier(files: &[jhe_catalog::FileRows], request: &SearchRequest, neede
         .iter()
         .map(|file| {
             let (lowest, highest) = match first.key {
-                SortKey::Date => (file.min_effective_start, file.max_effective_start),
-                SortKey::LastUpdated | SortKey::Id => (file.min_last_updated, file.max_last_updated),
+                SortKey::Date => (file.file.min_effective_start, file.file.max_effective_start),
+                SortKey::LastUpdated | SortKey::Id => (file.file.min_last_updated, file.file.max_last_updated),
             };
             FileSpan {
                 lowest: lowest.timestamp_micros(),
@@ -484,7 +489,7 @@ fn page_frontier(files: &[jhe_catalog::FileRows], request: &SearchRequest, neede
     let at = frontier(&spans, first.descending, after, u64::try_from(needed).unwrap_or(u64::MAX))?;
     Some(PageFrontier {
         bound: if first.descending { col(column).gt_eq(timestamp(at)) } else { col(column).lt_eq(timestamp(at)) },
-        rows_within: usize::try_from(rows_within(&spans, first.descending, at)).unwrap_or(usize::MAX),
+        rows_within: usize::try_from(rows_within(&spans, first.descending, at, after)).unwrap_or(usize::MAX),
     })
 }
 

@@ -19,12 +19,18 @@ pub(crate) struct FileSpan {
     pub(crate) rows: u64,
 }
 
-/// The rows of the files a scan bounded by `frontier` (the key at or beyond it in the page's direction) still
-/// reads: an upper bound of the rows it decodes.
-pub(crate) fn rows_within(files: &[FileSpan], descending: bool, frontier: i64) -> u64 {
+/// The rows of the files a scan bounded by `frontier` (the key at or beyond it in the page's direction) and by
+/// the cursor's first key `after` (rows up to it were on earlier pages) still reads: an upper bound of the rows it
+/// decodes. A file wholly before the cursor holds no row of the page, and the scan skips it by its statistics.
+pub(crate) fn rows_within(files: &[FileSpan], descending: bool, frontier: i64, after: Option<i64>) -> u64 {
     files
         .iter()
         .filter(|file| if descending { file.highest >= frontier } else { file.lowest <= frontier })
+        .filter(|file| match after {
+            None => true,
+            Some(at) if descending => file.lowest <= at,
+            Some(at) => file.highest >= at,
+        })
         .map(|file| file.rows)
         .fold(0, u64::saturating_add)
 }
@@ -81,9 +87,9 @@ mod tests {
         assert_eq!(frontier(&days, false, None, 150), Some(19));
         assert_eq!(frontier(&days, true, None, 1001), None, "not enough rows anywhere");
         assert_eq!(frontier(&days, true, None, 0), None);
-        assert_eq!(rows_within(&days, true, 80), 200);
-        assert_eq!(rows_within(&days, false, 19), 200);
-        assert_eq!(rows_within(&days, true, 85), 200, "a file reaching the frontier is read whole");
+        assert_eq!(rows_within(&days, true, 80, None), 200);
+        assert_eq!(rows_within(&days, false, 19, None), 200);
+        assert_eq!(rows_within(&days, true, 85, None), 200, "a file reaching the frontier is read whole");
     }
 
     #[test]
@@ -94,6 +100,12 @@ mod tests {
         // a cursor exactly at a file's highest key: that file's rows at the key may precede the cursor in id order
         assert_eq!(frontier(&days, true, Some(89), 100), Some(70));
         assert_eq!(frontier(&days, false, Some(5), 100), Some(19));
+        // deep in a walk, the days already read do not count as rows the scan decodes
+        assert_eq!(rows_within(&days, true, 70, Some(95)), 300, "days 9 (holding the cursor), 8 and 7");
+        assert_eq!(rows_within(&days, true, 70, Some(89)), 200, "day 9 lies wholly before the cursor");
+        assert_eq!(rows_within(&days, true, 70, Some(90)), 300, "day 9 starts at the cursor: its ties may follow");
+        assert_eq!(rows_within(&days, false, 19, Some(5)), 200);
+        assert_eq!(rows_within(&days, false, 19, Some(10)), 100, "day 0 lies wholly before the cursor");
     }
 
     #[test]

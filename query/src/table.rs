@@ -67,13 +67,22 @@ pub struct ObservationTable {
     scope: Arc<AccessScope>,
     schema: SchemaRef,
     file_order: FileOrder,
+    /// The files a search already read from the catalog with its page's total ([`ObservationTable::with_files`]):
+    /// the scan picks among them instead of asking the catalog again.
+    known_files: Option<Arc<[ParquetFileRow]>>,
 }
 
 impl ObservationTable {
     /// The table of the files catalogued in `pool`, read from the object store registered under `store_url` in the
     /// session's runtime, restricted to `scope`.
     pub fn new(pool: PgPool, store_url: ObjectStoreUrl, scope: Arc<AccessScope>) -> Self {
-        Self { pool, store_url, scope, schema: observation_schema(), file_order: FileOrder::Size }
+        Self { pool, store_url, scope, schema: observation_schema(), file_order: FileOrder::Size, known_files: None }
+    }
+
+    /// The same table over `files` only: the published files that hold every row a search can return, as the
+    /// catalog listed them in the statement that counted the search (one snapshot for the total and the page).
+    pub(crate) fn with_files(&self, files: Arc<[ParquetFileRow]>) -> Self {
+        Self { known_files: Some(files), ..self.clone() }
     }
 
     /// What the table's caller may see.
@@ -115,9 +124,24 @@ impl ObservationTable {
             to_day: hints.to_day,
             patient_id: single_wanted.copied().or_else(|| self.scope.single_patient()),
         };
-        let files = jhe_catalog::published_files(&self.pool, &filter)
-            .await
-            .map_err(|error| DataFusionError::External(Box::new(error)))?;
+        let files = match &self.known_files {
+            Some(known) => known
+                .iter()
+                .filter(|file| {
+                    filter.codes.as_ref().is_none_or(|codes| {
+                        codes.iter().any(|(system, code)| *system == file.coding_system && *code == file.coding_code)
+                    }) && filter.from_day.is_none_or(|from| file.day >= from)
+                        && filter.to_day.is_none_or(|to| file.day <= to)
+                        && filter
+                            .patient_id
+                            .is_none_or(|patient| (file.min_patient_id..=file.max_patient_id).contains(&patient))
+                })
+                .cloned()
+                .collect(),
+            None => jhe_catalog::published_files(&self.pool, &filter)
+                .await
+                .map_err(|error| DataFusionError::External(Box::new(error)))?,
+        };
         Ok(files
             .into_iter()
             .filter(|file| code_allowed(&file.coding_system, &file.coding_code))
@@ -257,6 +281,9 @@ impl TableProvider for ObservationTable {
             .with_pushdown_filters(true)
             .with_reorder_filters(true)
             .with_enable_page_index(true)
+            // jhe writes no bloom filters (the catalog, statistics and page index prune patients, codes and
+            // days): looking for them cost every opened file a pass over its row groups for nothing
+            .with_bloom_filter_on_read(false)
             .with_metadata_size_hint(METADATA_SIZE_HINT)
             .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, metadata_cache)));
         let files = files

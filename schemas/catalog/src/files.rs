@@ -312,10 +312,10 @@ pub async fn published_patient_rows(
     Ok(Some(rows))
 }
 
-/// The rows each published file holds of the `visible` (system, code, patient) triples, with the file's bounds
-/// of the two time keys a search page can be sorted by: a page's exact total (their sum) and its frontier
-/// (`jhe_query`), from one statement and so one snapshot. `None` when a published file of those codes was
-/// catalogued without its patient rows: its rows cannot be counted, only read.
+/// The rows each published file holds of the `visible` (system, code, patient) triples, with the whole catalog
+/// row of the file: a page's exact total (their sum), its frontier (`jhe_query`) and the files its scan reads,
+/// from one statement and so one snapshot. `None` when a published file of those codes was catalogued without its
+/// patient rows: its rows cannot be counted, only read.
 pub async fn published_file_rows(pool: &PgPool, visible: &[(String, String, i64)]) -> Result<Option<Vec<FileRows>>> {
     let mut systems = Vec::with_capacity(visible.len());
     let mut codes = Vec::with_capacity(visible.len());
@@ -332,13 +332,12 @@ pub async fn published_file_rows(pool: &PgPool, visible: &[(String, String, i64)
                SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[]) AS v(system, code, patient_id)
            ),
            counted AS (
-               SELECT f.id, f.min_effective_start, f.max_effective_start, f.min_last_updated, f.max_last_updated,
-                      sum(r.row_count)::int8 AS row_count
+               SELECT r.file_id, sum(r.row_count)::int8 AS row_count
                FROM visible v
                JOIN parquet_file_patient_rows r ON r.patient_id = v.patient_id
                JOIN parquet_files f ON f.id = r.file_id AND f.coding_system = v.system AND f.coding_code = v.code
                WHERE f.state = 'published'
-               GROUP BY f.id
+               GROUP BY r.file_id
            ),
            uncounted AS (
                SELECT EXISTS (
@@ -347,10 +346,18 @@ pub async fn published_file_rows(pool: &PgPool, visible: &[(String, String, i64)
                      AND (f.coding_system, f.coding_code) IN (SELECT system, code FROM visible)
                ) AS unknown
            )
-           SELECT u.unknown AS "unknown!", c.id AS "id?", c.min_effective_start AS "min_effective_start?",
-                  c.max_effective_start AS "max_effective_start?", c.min_last_updated AS "min_last_updated?",
-                  c.max_last_updated AS "max_last_updated?", c.row_count AS "rows?"
-           FROM uncounted u LEFT JOIN counted c ON true"#,
+           SELECT u.unknown AS "unknown!", c.row_count AS "rows?", f.id AS "id?", f.object_path AS "object_path?",
+                  f.state AS "state?: FileState", f.coding_system AS "coding_system?",
+                  f.coding_code AS "coding_code?", f.day AS "day?", f.row_count AS "row_count?",
+                  f.size_bytes AS "size_bytes?", f.min_patient_id AS "min_patient_id?",
+                  f.max_patient_id AS "max_patient_id?", f.min_effective_start AS "min_effective_start?",
+                  f.max_effective_start AS "max_effective_start?", f.max_effective_end,
+                  f.min_last_updated AS "min_last_updated?", f.max_last_updated AS "max_last_updated?",
+                  f.compaction_level AS "compaction_level?", f.created_at AS "created_at?", f.published_at,
+                  f.marked_at
+           FROM uncounted u
+           LEFT JOIN counted c ON true
+           LEFT JOIN parquet_files f ON f.id = c.file_id"#,
         &systems,
         &codes,
         &patients,
@@ -364,26 +371,38 @@ pub async fn published_file_rows(pool: &PgPool, visible: &[(String, String, i64)
         rows.into_iter()
             .filter_map(|row| {
                 Some(FileRows {
-                    id: row.id?,
-                    min_effective_start: row.min_effective_start?,
-                    max_effective_start: row.max_effective_start?,
-                    min_last_updated: row.min_last_updated?,
-                    max_last_updated: row.max_last_updated?,
                     rows: row.rows?,
+                    file: ParquetFileRow {
+                        id: row.id?,
+                        object_path: row.object_path?,
+                        state: row.state?,
+                        coding_system: row.coding_system?,
+                        coding_code: row.coding_code?,
+                        day: row.day?,
+                        row_count: row.row_count?,
+                        size_bytes: row.size_bytes?,
+                        min_patient_id: row.min_patient_id?,
+                        max_patient_id: row.max_patient_id?,
+                        min_effective_start: row.min_effective_start?,
+                        max_effective_start: row.max_effective_start?,
+                        max_effective_end: row.max_effective_end,
+                        min_last_updated: row.min_last_updated?,
+                        max_last_updated: row.max_last_updated?,
+                        compaction_level: row.compaction_level?,
+                        created_at: row.created_at?,
+                        published_at: row.published_at,
+                        marked_at: row.marked_at,
+                    },
                 })
             })
             .collect(),
     ))
 }
 
-/// One published file's rows of some (system, code, patient) triples ([`published_file_rows`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One published file and its rows of some (system, code, patient) triples ([`published_file_rows`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileRows {
-    pub id: Uuid,
-    pub min_effective_start: DateTime<Utc>,
-    pub max_effective_start: DateTime<Utc>,
-    pub min_last_updated: DateTime<Utc>,
-    pub max_last_updated: DateTime<Utc>,
+    pub file: ParquetFileRow,
     pub rows: i64,
 }
 
