@@ -38,6 +38,7 @@ mod engine;
 mod error;
 mod export;
 pub mod fhir_params;
+mod file_reader;
 mod frontier;
 mod prune;
 mod runtime;

@@ -38,6 +38,7 @@ use object_store::path::Path;
 use sqlx::PgPool;
 
 use crate::access::AccessScope;
+use crate::file_reader::PageIndexCachingReaderFactory;
 use crate::prune::PruningHints;
 
 /// Bytes read from the end of a file in the first request: the footer of a file with a few row groups and the
@@ -285,7 +286,9 @@ impl TableProvider for ObservationTable {
             // days): looking for them cost every opened file a pass over its row groups for nothing
             .with_bloom_filter_on_read(false)
             .with_metadata_size_hint(METADATA_SIZE_HINT)
-            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(store, metadata_cache)));
+            .with_parquet_file_reader_factory(Arc::new(PageIndexCachingReaderFactory::new(
+                CachedParquetFileReaderFactory::new(store, metadata_cache),
+            )));
         let files = files
             .iter()
             .map(|file| Ok((file_rank(file, self.file_order), partitioned_file(file, &self.schema)?)))
