@@ -126,19 +126,7 @@ impl ObservationTable {
             patient_id: single_wanted.copied().or_else(|| self.scope.single_patient()),
         };
         let files = match &self.known_files {
-            Some(known) => known
-                .iter()
-                .filter(|file| {
-                    filter.codes.as_ref().is_none_or(|codes| {
-                        codes.iter().any(|(system, code)| *system == file.coding_system && *code == file.coding_code)
-                    }) && filter.from_day.is_none_or(|from| file.day >= from)
-                        && filter.to_day.is_none_or(|to| file.day <= to)
-                        && filter
-                            .patient_id
-                            .is_none_or(|patient| (file.min_patient_id..=file.max_patient_id).contains(&patient))
-                })
-                .cloned()
-                .collect(),
+            Some(known) => known.iter().filter(|file| filter.admits(file)).cloned().collect(),
             None => jhe_catalog::published_files(&self.pool, &filter)
                 .await
                 .map_err(|error| DataFusionError::External(Box::new(error)))?,

@@ -605,7 +605,20 @@ pub struct FileFilter {
     pub patient_id: Option<i64>,
 }
 
-/// The published files that may hold rows matching `filter`, ordered by (system, code, day, id).
+impl FileFilter {
+    /// Whether `file` passes the filter: [`published_files`]'s conditions (but its state), for a list of files
+    /// already read from the catalog.
+    pub fn admits(&self, file: &ParquetFileRow) -> bool {
+        self.codes.as_ref().is_none_or(|codes| {
+            codes.iter().any(|(system, code)| *system == file.coding_system && *code == file.coding_code)
+        }) && self.from_day.is_none_or(|from| file.day >= from)
+            && self.to_day.is_none_or(|to| file.day <= to)
+            && self.patient_id.is_none_or(|patient| (file.min_patient_id..=file.max_patient_id).contains(&patient))
+    }
+}
+
+/// The published files that may hold rows matching `filter`, ordered by (system, code, day, id); see
+/// [`FileFilter::admits`] for the same conditions in Rust.
 pub async fn published_files(pool: &PgPool, filter: &FileFilter) -> Result<Vec<ParquetFileRow>> {
     let (systems, codes): (Option<Vec<String>>, Option<Vec<String>>) = match &filter.codes {
         Some(pairs) => {

@@ -209,9 +209,15 @@ async fn published_files_are_pruned_by_code_day_and_patient() {
     let files = &files;
     let matching = |filter: FileFilter| async move {
         let rows = published_files(pool, &filter).await.unwrap();
-        let mut found: Vec<usize> =
-            rows.iter().map(|row| files.iter().position(|f| f.id == row.id).expect("a known file")).collect();
+        let position =
+            |row: &jhe_catalog::ParquetFileRow| files.iter().position(|f| f.id == row.id).expect("a known file");
+        let mut found: Vec<usize> = rows.iter().map(position).collect();
         found.sort_unstable();
+        // the same filter in Rust, over every published file, picks the same files
+        let every = published_files(pool, &FileFilter::default()).await.unwrap();
+        let mut admitted: Vec<usize> = every.iter().filter(|row| filter.admits(row)).map(position).collect();
+        admitted.sort_unstable();
+        assert_eq!(admitted, found, "FileFilter::admits agrees with published_files for {filter:?}");
         found
     };
     let codes = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(s, c)| (s.to_string(), c.to_string())).collect());
