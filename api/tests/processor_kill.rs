@@ -19,7 +19,21 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-fn start(db_url: &str, data_dir: &Path, port: u16) -> tokio::process::Child {
+/// How the server's processor flushes while the test runs it.
+#[derive(Clone, Copy)]
+enum Flushes {
+    /// Many small flushes, so that kills land in the middle of writing and publishing.
+    Small,
+    /// None while the uploads go in (a minute's interval, no record limit reached): the whole backlog is left to
+    /// the runs that get killed, however fast the machine processes it.
+    Held,
+}
+
+fn start(db_url: &str, data_dir: &Path, port: u16, flushes: Flushes) -> tokio::process::Child {
+    let (interval_ms, max_records) = match flushes {
+        Flushes::Small => ("20", "250"),
+        Flushes::Held => ("60000", "1000000"),
+    };
     tokio::process::Command::new(env!("CARGO_BIN_EXE_jhe"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir", data_dir.to_str().unwrap()])
         .env("DATABASE_URL", db_url)
@@ -27,9 +41,8 @@ fn start(db_url: &str, data_dir: &Path, port: u16) -> tokio::process::Child {
         .env_remove("JHE_CONFIG")
         .env("JHE_LOG", "warn")
         .env("JHE_LOG_PARTITIONS", "3")
-        // many small flushes, so that kills land in the middle of writing and publishing
-        .env("JHE_FLUSH_INTERVAL_MS", "20")
-        .env("JHE_FLUSH_MAX_RECORDS", "250")
+        .env("JHE_FLUSH_INTERVAL_MS", interval_ms)
+        .env("JHE_FLUSH_MAX_RECORDS", max_records)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -74,7 +87,7 @@ async fn sigkill_during_processing_never_loses_or_duplicates() {
 
     // Upload everything; each answer means the observations are durable in the log.
     let port = free_port();
-    let mut server = start(&db.url, dir.path(), port);
+    let mut server = start(&db.url, dir.path(), port, Flushes::Held);
     wait_healthy(&http, port).await;
     let mut accepted: HashSet<i64> = HashSet::new();
     for bundle in 0..BUNDLES {
@@ -108,7 +121,7 @@ async fn sigkill_during_processing_never_loses_or_duplicates() {
     let mut killed_mid_way = 0;
     for _ in 0..KILLS {
         let port = free_port();
-        let mut server = start(&db.url, dir.path(), port);
+        let mut server = start(&db.url, dir.path(), port, Flushes::Small);
         wait_healthy(&http, port).await;
         let pause = rand::rng().random_range(30..250);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -123,7 +136,7 @@ async fn sigkill_during_processing_never_loses_or_duplicates() {
 
     // A last run finishes the work.
     let port = free_port();
-    let mut server = start(&db.url, dir.path(), port);
+    let mut server = start(&db.url, dir.path(), port, Flushes::Small);
     wait_healthy(&http, port).await;
     let started = Instant::now();
     while published_rows(&db.pool).await < total && started.elapsed() < Duration::from_secs(120) {
