@@ -66,10 +66,7 @@ async fn lastn(
         let texts = code_texts(&state, &records).await?;
         let resources: Vec<_> = records
             .iter()
-            .map(|record| {
-                let key = (record.coding_system.clone(), record.coding_code.clone());
-                render::observation(record, texts.get(&key).map(String::as_str))
-            })
+            .map(|record| render::observation(record, texts.get(&record.coding_system, &record.coding_code)))
             .collect();
         let self_url = match query.as_deref() {
             Some(query) if !query.is_empty() => format!("{}{}?{query}", url.base, url.path),

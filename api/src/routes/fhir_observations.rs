@@ -7,9 +7,8 @@
 //! re-encoded) with `_page` set to the next page number and `_cursor` to where it starts, so following it costs
 //! what the first page cost; `previous` is the offset link of the page before (no `_page` for page 1).
 
-use std::collections::HashMap;
-
 use crate::audit::AuditRows;
+use crate::code_texts::CodeTexts;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -121,7 +120,7 @@ async fn run_search(
     let resources: Vec<_> = page
         .records
         .iter()
-        .map(|record| render::observation(record, texts.get(&code_key(record)).map(String::as_str)))
+        .map(|record| render::observation(record, texts.get(&record.coding_system, &record.coding_code)))
         .collect();
     let links = page_links(links, params, &request, &page);
     let mut response = axum::Json(searchset(page.total, &resources, &links)).into_response();
@@ -129,23 +128,10 @@ async fn run_search(
     Ok(response)
 }
 
-fn code_key(record: &ObservationRecord) -> (String, String) {
-    (record.coding_system.clone(), record.coding_code.clone())
-}
-
 /// The code table's text of each code among `records` (rendered as `code.coding[0].display`).
-pub(super) async fn code_texts(
-    state: &AppState,
-    records: &[ObservationRecord],
-) -> ApiResult<HashMap<(String, String), String>> {
-    let mut pairs: Vec<(String, String)> = records.iter().map(code_key).collect();
-    pairs.sort_unstable();
-    pairs.dedup();
-    Ok(jhe_catalog::code_details(&state.pool, &pairs)
-        .await?
-        .into_iter()
-        .map(|code| ((code.coding_system, code.coding_code), code.text))
-        .collect())
+pub(super) async fn code_texts(state: &AppState, records: &[ObservationRecord]) -> ApiResult<CodeTexts> {
+    let pairs = records.iter().map(|record| (record.coding_system.as_str(), record.coding_code.as_str()));
+    Ok(state.code_texts.texts(&state.pool, pairs).await?)
 }
 
 /// `base?k=v&…` with the keys sorted (repeated keys keep their order) and the values re-encoded.
@@ -193,7 +179,7 @@ async fn read(
         let Auth(caller) = auth?;
         let record = read_one(&state, &caller, &id).await?;
         let texts = code_texts(&state, std::slice::from_ref(&record)).await?;
-        let resource = render::observation(&record, texts.get(&code_key(&record)).map(String::as_str));
+        let resource = render::observation(&record, texts.get(&record.coding_system, &record.coding_code));
         Ok(axum::Json(resource).into_response())
     }
     .await;
