@@ -14,15 +14,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use jhe_catalog::NewParquetFile;
 use jhe_schemas::ErrorKind;
 use jhe_schemas::table::{
-    COL_CODING_CODE, COL_CODING_SYSTEM, COL_DATA_SOURCE_ID, COL_EFFECTIVE_END, COL_EFFECTIVE_START, COL_ID,
-    COL_IDENTIFIERS, COL_JHE_USER_ID, COL_LAST_UPDATED, COL_OMH_JSON, COL_PATIENT_ID, COL_UNIT, IDENTIFIER_ITEM,
-    IDENTIFIER_SYSTEM, IDENTIFIER_VALUE, SCHEMA_VERSION, SCHEMA_VERSION_KEY, observation_schema,
+    COL_CODING_CODE, COL_CODING_SYSTEM, COL_EFFECTIVE_END, COL_EFFECTIVE_START, COL_ID, COL_IDENTIFIERS,
+    COL_LAST_UPDATED, COL_OMH_JSON, COL_PATIENT_ID, IDENTIFIER_ITEM, IDENTIFIER_VALUE, SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY, observation_schema,
 };
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
@@ -36,9 +36,13 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// size limit for these narrow, well-compressed columns) made one patient's read of a day's file filter about ten
 /// patients' rows per column. 4,096 rows keep pages of the sorted narrow columns near one to three patients.
 pub const DATA_PAGE_ROWS: usize = 4 * 1024;
-/// The zstd level of the compressed columns, all but [`uncompressed_columns`] (3: zstd's default, most of the
-/// ratio at a fraction of the CPU of higher levels).
+/// The zstd level of the compressed columns, [`zstd_columns`] (3: zstd's default, most of the ratio at a fraction
+/// of the CPU of higher levels).
 pub const ZSTD_LEVEL: i32 = 3;
+/// Uncompressed bytes of a data page of `omh_json` at most (about 400 data points). A reader decompresses a whole
+/// page to get any of its rows, and a patient's page of results wants a few hundred rows of each file: with the
+/// default 1 MiB pages it decompressed three times the rows it used. Smaller pages cost 2–3 % in compression.
+pub const OMH_JSON_PAGE_BYTES: usize = 128 * 1024;
 /// Files larger than this are uploaded in parts (S3 caps a single PUT at 5 GiB and retries a failed one whole).
 pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 /// The part size of multipart uploads (S3 needs at least 5 MiB for every part but the last).
@@ -141,20 +145,25 @@ fn identifier_leaf(field: &str) -> ColumnPath {
     ColumnPath::new([COL_IDENTIFIERS, "list", IDENTIFIER_ITEM, field].into_iter().map(str::to_owned).collect())
 }
 
-/// The columns written without compression: one value per file (code, unit, identifier system) or per patient's
-/// run of rows (patient, user, data source), so their dictionary-encoded pages are a few bytes each and zstd saves
-/// nothing. Reading a zstd column chunk costs a codec (a compression and a decompression context) even for such a
-/// page: on a search page's scan, which reads a few thousand rows of every column, making those contexts for these
-/// seven columns was about 5 % of the server's CPU.
-fn uncompressed_columns() -> [ColumnPath; 7] {
+/// The columns written with zstd: the two whose values are long and all different (the data point's JSON and each
+/// identifier's value), where it saves nine tenths and a half of the bytes. Every other column is written
+/// uncompressed: they hold one value per file or per patient's run (dictionary-encoded to a few bytes a page), or
+/// small numbers and times that delta or dictionary encoding already packs into about a byte a row. Reading a
+/// zstd column chunk costs its reader a compression and a decompression context however small the chunk is
+/// (parquet-rs makes both for every chunk it opens): on a search page's scan, which reads a few thousand rows of
+/// every column of a few files, the contexts of nine zstd columns were 6 % of the server's CPU.
+fn zstd_columns() -> [ColumnPath; 2] {
+    [ColumnPath::from(COL_OMH_JSON), identifier_value_path()]
+}
+
+/// Columns written with `DELTA_BINARY_PACKED` (no dictionary): ids and times that rise within a patient's run, so
+/// their deltas pack into a byte or two without a codec.
+fn delta_columns() -> [ColumnPath; 4] {
     [
-        ColumnPath::from(COL_PATIENT_ID),
-        ColumnPath::from(COL_JHE_USER_ID),
-        ColumnPath::from(COL_DATA_SOURCE_ID),
-        ColumnPath::from(COL_CODING_SYSTEM),
-        ColumnPath::from(COL_CODING_CODE),
-        ColumnPath::from(COL_UNIT),
-        identifier_leaf(IDENTIFIER_SYSTEM),
+        ColumnPath::from(COL_ID),
+        ColumnPath::from(COL_EFFECTIVE_START),
+        ColumnPath::from(COL_EFFECTIVE_END),
+        ColumnPath::from(COL_LAST_UPDATED),
     ]
 }
 
@@ -168,17 +177,22 @@ fn writer_properties() -> Result<WriterProperties, ParquetError> {
             Ok(SortingColumn { column_idx: column_idx as i32, descending: false, nulls_first: false })
         })
         .collect::<Result<Vec<_>, ArrowError>>()?;
-    let mut builder = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?));
-    for column in uncompressed_columns() {
-        builder = builder.set_column_compression(column, Compression::UNCOMPRESSED);
+    let mut builder = WriterProperties::builder().set_compression(Compression::UNCOMPRESSED);
+    for column in zstd_columns() {
+        builder = builder.set_column_compression(column, Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?));
+    }
+    for column in delta_columns() {
+        builder = builder
+            .set_column_dictionary_enabled(column.clone(), false)
+            .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED);
     }
     Ok(builder
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(DATA_PAGE_ROWS)
+        .set_column_data_page_size_limit(ColumnPath::from(COL_OMH_JSON), OMH_JSON_PAGE_BYTES)
         .set_statistics_enabled(EnabledStatistics::Page)
         // every data point differs: a dictionary would only be built to be discarded
         .set_column_dictionary_enabled(ColumnPath::from(COL_OMH_JSON), false)
-        .set_column_dictionary_enabled(ColumnPath::from(COL_ID), false)
         .set_column_dictionary_enabled(identifier_value_path(), false)
         // nothing prunes by the data point or an identifier's value: min/max statistics of long, all-different
         // strings would cost a comparison of every value and footer bytes for nothing
@@ -473,7 +487,6 @@ mod tests {
             key_values.iter().any(|kv| kv.key == SCHEMA_VERSION_KEY && kv.value.as_deref() == Some(SCHEMA_VERSION))
         );
         let row_group = metadata.row_group(0);
-        assert!(matches!(row_group.column(0).compression(), Compression::ZSTD(_)));
         assert!(row_group.column(1).statistics().is_some());
         let column = |path: &ColumnPath| {
             row_group.columns().iter().find(|c| c.column_path() == path).unwrap_or_else(|| panic!("no column {path}"))
@@ -485,13 +498,19 @@ mod tests {
         }
         assert!(column(&ColumnPath::from(COL_PATIENT_ID)).statistics().is_some());
         assert_eq!(row_group.sorting_columns().map(Vec::len), Some(3));
-        let uncompressed = uncompressed_columns();
+        let compressed = zstd_columns();
         for chunk in row_group.columns() {
-            let expected_plain = uncompressed.contains(chunk.column_path());
-            let plain = chunk.compression() == Compression::UNCOMPRESSED;
-            assert_eq!(plain, expected_plain, "{}: {:?}", chunk.column_path(), chunk.compression());
+            let expected_zstd = compressed.contains(chunk.column_path());
+            let zstd = matches!(chunk.compression(), Compression::ZSTD(_));
+            assert_eq!(zstd, expected_zstd, "{}: {:?}", chunk.column_path(), chunk.compression());
+            assert!(zstd || chunk.compression() == Compression::UNCOMPRESSED, "{}", chunk.column_path());
         }
         assert!(matches!(column(&ColumnPath::from(COL_OMH_JSON)).compression(), Compression::ZSTD(_)));
+        for delta in delta_columns() {
+            let encodings: Vec<Encoding> = column(&delta).encodings().collect();
+            assert!(encodings.contains(&Encoding::DELTA_BINARY_PACKED), "{delta}: {encodings:?}");
+            assert!(column(&delta).dictionary_page_offset().is_none(), "{delta}: no dictionary");
+        }
     }
 
     #[test]
