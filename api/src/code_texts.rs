@@ -48,15 +48,19 @@ impl CodeTextCache {
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<CodeTexts, jhe_catalog::Error> {
         let now = Instant::now();
+        // the distinct pairs first, borrowed: a page's thousand records carry a handful of codes
+        let mut distinct: Vec<(&str, &str)> = Vec::new();
+        for pair in pairs {
+            if !distinct.contains(&pair) {
+                distinct.push(pair);
+            }
+        }
         let mut found = TextMap::new();
         let mut missing: Vec<(String, String)> = Vec::new();
         {
             let entries = self.entries.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (system, code) in pairs {
+            for (system, code) in distinct {
                 let key = (system.to_owned(), code.to_owned());
-                if found.contains_key(&key) || missing.contains(&key) {
-                    continue;
-                }
                 match entries.get(&key) {
                     Some((text, at)) if now.duration_since(*at) < TTL => {
                         found.insert(key, text.clone());
