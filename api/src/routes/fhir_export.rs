@@ -380,14 +380,19 @@ async fn cancel(State(state): State<AppState>, auth: Result<Auth, ApiError>, Pat
 async fn cancel_job(state: &AppState, auth: Result<Auth, ApiError>, id: &str) -> ApiResult<Response> {
     let Auth(caller) = auth?;
     let job = own_job(state, &caller, id).await?;
-    jhe_catalog::cancel_export_job(&state.pool, &job.id).await?;
+    // the status the job had when the cancel took effect (the one `own_job` read may be stale: the job may have
+    // finished since, and then its files are this handler's to delete)
+    let Some(previous) = jhe_catalog::cancel_export_job(&state.pool, &job.id).await? else {
+        return Ok(StatusCode::ACCEPTED.into_response());
+    };
     tracing::info!(user = caller.user_id, job = %job.id, "export cancelled");
     let running_here = running_exports().get(&job.id).cloned();
     match running_here {
         // the export deletes what it wrote as it stops
         Some(control) => control.stop(),
-        // a finished job's files go now; a job running on another replica stops at its next heartbeat
-        None if job.status != jhe_catalog::EXPORT_RUNNING => {
+        // a finished job's files go now; a job still running (on another replica, or here between the end of its
+        // export and recording it) finds the cancel when it records its end or beats its heartbeat, and deletes them
+        None if previous != jhe_catalog::EXPORT_RUNNING => {
             if let Some(engine) = state.query.as_ref() {
                 engine.delete_export_files(&job.id).await?;
             }

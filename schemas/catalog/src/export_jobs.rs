@@ -105,17 +105,21 @@ pub async fn finish_export_job(
     Ok(done.rows_affected() > 0)
 }
 
-/// Cancels a job whatever its state (a finished job's files are no longer served); `false` when already
-/// cancelled or unknown.
-pub async fn cancel_export_job(pool: &PgPool, id: &str) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE export_jobs SET status = 'cancelled', finished_at = coalesce(finished_at, now())
-         WHERE id = $1 AND status <> 'cancelled'",
+/// Cancels a job whatever its state (a finished job's files are no longer served). Returns the status the job had
+/// when it was cancelled, read in the same statement: `None` when it was already cancelled or is unknown. A caller
+/// must act on this status, not on one read before: a job read as running may have finished since, and then
+/// nobody but the caller deletes its files.
+pub async fn cancel_export_job(pool: &PgPool, id: &str) -> Result<Option<String>> {
+    let previous: Option<String> = sqlx::query_scalar(
+        "UPDATE export_jobs j SET status = 'cancelled', finished_at = coalesce(j.finished_at, now())
+         FROM (SELECT id, status FROM export_jobs WHERE id = $1 FOR UPDATE) previous
+         WHERE j.id = previous.id AND previous.status <> 'cancelled'
+         RETURNING previous.status",
     )
     .bind(id)
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    Ok(done.rows_affected() > 0)
+    Ok(previous)
 }
 
 /// A running job's sign of life, with its progress text; returns whether the job is still running (`false`:
