@@ -372,7 +372,6 @@ pub async fn run_server(
         metrics,
         audit,
         token_cache: crate::token_cache::TokenCache::from_env(),
-        code_texts: crate::code_texts::CodeTextCache::default(),
         mailer: crate::mail::Mailer::from_env(Some(&config.data_dir))?,
         login_limits: crate::login_limits::LoginLimits::from_env(),
         federation: crate::Federation::from_env()?,

@@ -5,7 +5,6 @@ mod access;
 pub mod audit;
 mod camel;
 pub mod cli;
-mod code_texts;
 mod error;
 mod extract;
 pub mod login_limits;
@@ -48,8 +47,6 @@ pub struct AppState {
     pub audit: audit::AuditLog,
     /// Recent bearer-token checks (`JHE_TOKEN_CACHE_TTL_MS`); cleared whenever this process changes tokens or users.
     pub token_cache: token_cache::TokenCache,
-    /// The code table's texts for rendering Observations, reused for a second.
-    pub(crate) code_texts: code_texts::CodeTextCache,
     /// Mail of the account pages (verification and password-reset links); `JHE_SMTP_URL` / `JHE_MAIL_DIR`.
     pub mailer: mail::Mailer,
     /// Failed-login lockout and the per-client-IP budget of the account forms.
@@ -72,7 +69,6 @@ impl AppState {
             metrics: None,
             audit,
             token_cache,
-            code_texts: code_texts::CodeTextCache::default(),
             mailer: mail::Mailer::log_only(),
             login_limits: login_limits::LoginLimits::from_env(),
             federation: None,

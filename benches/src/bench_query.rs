@@ -387,11 +387,8 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 }
 
 async fn get(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Value> {
-    let response = http.get(url).bearer_auth(token).send().await?;
-    let status = response.status();
-    let body: Value = response.json().await.with_context(|| format!("{url}: not JSON"))?;
-    ensure!(status.is_success(), "{url}: {status} {body}");
-    Ok(body)
+    let body = get_body(http, url, token).await?;
+    serde_json::from_slice(&body).with_context(|| format!("{url}: not JSON"))
 }
 
 /// The body of a successful GET, read to its last byte.

@@ -94,6 +94,7 @@ struct Inner {
     store_url: ObjectStoreUrl,
     runtime: QueryRuntime,
     export_rows_per_file: u64,
+    code_texts: jhe_catalog::CodeTextCache,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -133,12 +134,19 @@ impl QueryEngine {
             )))
         })?;
         let export_rows_per_file = settings.export_rows_per_file.max(1);
-        Ok(Self { inner: Arc::new(Inner { pool, state, store_url, runtime, export_rows_per_file }) })
+        let code_texts = jhe_catalog::CodeTextCache::default();
+        Ok(Self { inner: Arc::new(Inner { pool, state, store_url, runtime, export_rows_per_file, code_texts }) })
     }
 
     /// The control-plane pool the engine reads the catalog and consent from.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The code table's texts of the codes among `records`, for rendering them (remembered for a second).
+    pub async fn code_texts(&self, records: &[ObservationRecord]) -> Result<jhe_catalog::CodeTexts> {
+        let pairs = records.iter().map(|record| (record.coding_system.as_str(), record.coding_code.as_str()));
+        Ok(self.inner.code_texts.texts(&self.inner.pool, pairs).await?)
     }
 
     /// The lake's object store, as registered in the engine (exports are written next to the data).

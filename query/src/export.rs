@@ -11,7 +11,6 @@
 //! An export that fails or is stopped ([`ExportControl::stop`]) leaves no file behind: the parts already written
 //! are deleted.
 
-use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -288,7 +287,6 @@ impl QueryEngine {
         }
         let store = self.store()?;
         let rows_per_file = self.export_rows_per_file();
-        let mut texts = CodeTexts::default();
         let mut batches = match self.table(caller, &filters).await? {
             Some((table, filters)) => {
                 // the search's default order (patient, time, id) keeps files reproducible
@@ -320,9 +318,7 @@ impl QueryEngine {
                 let rows = room.min(batch.num_rows() - offset);
                 let slice = batch.slice(offset, rows);
                 match &mut current.writer {
-                    PartWriter::Ndjson(upload) => {
-                        upload.put(self.ndjson(&slice, &mut texts).await?).await.map_err(store_error)?
-                    }
+                    PartWriter::Ndjson(upload) => upload.put(self.ndjson(&slice).await?).await.map_err(store_error)?,
                     PartWriter::Parquet(writer) => writer.write(&slice).await.map_err(external)?,
                 }
                 current.rows += rows as u64;
@@ -379,38 +375,19 @@ impl QueryEngine {
     }
 
     /// Each row as a FHIR Observation on its own line, with the code table's display, as a search renders it.
-    async fn ndjson(&self, batch: &RecordBatch, texts: &mut CodeTexts) -> Result<Bytes> {
+    async fn ndjson(&self, batch: &RecordBatch) -> Result<Bytes> {
         let records = records_from_batch(batch)?;
-        let missing: Vec<(String, String)> = records
-            .iter()
-            .map(|record| (record.coding_system.clone(), record.coding_code.clone()))
-            .filter(|pair| !texts.0.contains_key(pair))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            let found = jhe_catalog::code_details(self.pool(), &missing).await?;
-            for pair in missing {
-                texts.0.entry(pair).or_insert(None);
-            }
-            for code in found {
-                texts.0.insert((code.coding_system, code.coding_code), Some(code.text));
-            }
-        }
+        let texts = self.code_texts(&records).await?;
         let mut body = Vec::with_capacity(records.len() * 640);
         for record in &records {
-            let text = texts.0.get(&(record.coding_system.clone(), record.coding_code.clone())).cloned().flatten();
-            let resource = jhe_schemas::fhir::render::observation(record, text.as_deref());
+            let text = texts.get(&record.coding_system, &record.coding_code);
+            let resource = jhe_schemas::fhir::render::observation(record, text);
             serde_json::to_writer(&mut body, &resource).map_err(external)?;
             body.push(b'\n');
         }
         Ok(Bytes::from(body))
     }
 }
-
-/// The display text of each code met so far in an export (`None`: the code table has no row for it).
-#[derive(Default)]
-struct CodeTexts(HashMap<(String, String), Option<String>>);
 
 #[cfg(test)]
 mod tests {

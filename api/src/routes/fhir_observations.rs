@@ -8,14 +8,13 @@
 //! what the first page cost; `previous` is the offset link of the page before (no `_page` for page 1).
 
 use crate::audit::AuditRows;
-use crate::code_texts::CodeTexts;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use jhe_catalog::Caller;
+use jhe_catalog::{Caller, CodeTexts};
 use jhe_query::fhir_params::{CURSOR_PARAM, PAGE_PARAM, parse_search};
 use jhe_query::{QueryEngine, SearchPage, SearchRequest};
 use jhe_schemas::ErrorKind;
@@ -130,8 +129,7 @@ async fn run_search(
 
 /// The code table's text of each code among `records` (rendered as `code.coding[0].display`).
 pub(super) async fn code_texts(state: &AppState, records: &[ObservationRecord]) -> ApiResult<CodeTexts> {
-    let pairs = records.iter().map(|record| (record.coding_system.as_str(), record.coding_code.as_str()));
-    Ok(state.code_texts.texts(&state.pool, pairs).await?)
+    Ok(engine(state)?.code_texts(records).await?)
 }
 
 /// `base?k=v&…` with the keys sorted (repeated keys keep their order) and the values re-encoded.

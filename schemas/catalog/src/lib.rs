@@ -5,6 +5,7 @@
 mod accounts;
 mod audit;
 mod clients;
+mod code_texts;
 mod consents;
 mod control_plane;
 mod data_sources;
@@ -31,6 +32,7 @@ mod wire;
 pub use accounts::*;
 pub use audit::*;
 pub use clients::*;
+pub use code_texts::*;
 pub use consents::*;
 pub use control_plane::*;
 pub use data_sources::*;
