@@ -227,41 +227,29 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-/// Logs to stderr at `JHE_LOG` (default `warn`), and notes when the processor's consumer got its partitions.
+/// Logs to stderr at `JHE_LOG` (default `warn`).
 fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, Layer as _};
+    use tracing_subscriber::EnvFilter;
     let filter = std::env::var("JHE_LOG").unwrap_or_else(|_| "warn".to_owned());
-    let probe_filter = tracing_subscriber::filter::Targets::new().with_target("jhe_processor", tracing::Level::INFO);
-    let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(EnvFilter::new(filter)))
-        .with(AssignmentProbe.with_filter(probe_filter))
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(EnvFilter::new(filter)).try_init();
 }
 
-/// When the processor logged "partitions assigned" first (its consumer joined the group).
+/// When the processor's consumer first held partitions (it joined the group).
 static ASSIGNED_AT: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
-#[derive(Debug)]
-struct AssignmentProbe;
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AssignmentProbe {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Message(bool);
-        impl tracing::field::Visit for Message {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "message" && format!("{value:?}") == "partitions assigned" {
-                    self.0 = true;
-                }
+/// Sets [`ASSIGNED_AT`] once the processor reports partitions (`jhe_processor_assigned_partitions`), polling the
+/// metrics every few milliseconds until then. (Not a tracing layer that watches for the processor's log line: per-layer
+/// filters beside `JHE_LOG`'s sometimes kept the line from it, and the run then waited for a join it had missed.)
+fn watch_assignment(metrics: &PrometheusHandle) {
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        while ASSIGNED_AT.get().is_none() {
+            if metric_value(&metrics.render(), "jhe_processor_assigned_partitions").is_some_and(|held| held > 0.0) {
+                let _ = ASSIGNED_AT.set(Instant::now());
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut message = Message(false);
-        event.record(&mut message);
-        if message.0 {
-            let _ = ASSIGNED_AT.set(Instant::now());
-        }
-    }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -669,6 +657,7 @@ fn log_config(log: &LogArgs, data_dir: &Path) -> LogConfig {
 
 async fn process(args: ProcessArgs) -> anyhow::Result<()> {
     let metrics = install_metrics()?;
+    watch_assignment(&metrics);
     let scratch = tempfile::tempdir()?;
     let data_dir = match (&args.log.kafka, args.log.embedded_dir()) {
         (Some(_), _) => scratch.path().to_path_buf(),
@@ -860,6 +849,7 @@ async fn process(args: ProcessArgs) -> anyhow::Result<()> {
 async fn e2e(args: E2eArgs) -> anyhow::Result<()> {
     ensure!(args.clients > 0 && args.bundle > 0 && args.observations > 0, "clients, bundle and observations > 0");
     let metrics = install_metrics()?;
+    watch_assignment(&metrics);
     let scratch = tempfile::tempdir()?;
     let data_dir = match (&args.log.kafka, args.log.embedded_dir()) {
         (None, Some(dir)) => dir,

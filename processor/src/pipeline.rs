@@ -298,6 +298,7 @@ impl Processor {
                         for (partition, next) in partitions {
                             next_from.insert(partition, next);
                         }
+                        metrics::gauge!("jhe_processor_assigned_partitions").set(next_from.len() as f64);
                     }
                     Some(Ok(ConsumerEvent::Revoked(partitions))) => {
                         // A flush in flight may still publish them: the position check decides, as for any writer.
@@ -306,6 +307,7 @@ impl Processor {
                         for partition in partitions {
                             next_from.remove(&partition);
                         }
+                        metrics::gauge!("jhe_processor_assigned_partitions").set(next_from.len() as f64);
                     }
                     Some(Ok(ConsumerEvent::Records(records))) => {
                         for record in records {
@@ -436,7 +438,7 @@ impl Processor {
 
         // Claim identifiers while the files are encoded: a record keeps its data only if its id owns every
         // identifier it carries. The claims are made in log order, batch after batch (one flush in flight).
-        let (refused, files) = {
+        let (refused, files, claims_done_at, encoded_at) = {
             let mut claims: Vec<IdentifierClaimRef<'_>> = Vec::new();
             let mut claim_owner: Vec<usize> = Vec::new();
             for (position, record) in kept.records.iter().enumerate() {
@@ -449,9 +451,16 @@ impl Processor {
                     claim_owner.push(position);
                 }
             }
-            let claiming = jhe_catalog::claim_identifiers(&self.pool, &claims, GATEWAY_ID_BASE);
-            let building = self.build_files(Arc::clone(records), Arc::clone(&kept), None);
-            let (refused, files) = tokio::join!(claiming, building);
+            // each side's own end, for the log line (they overlap)
+            let claiming = async {
+                let refused = jhe_catalog::claim_identifiers(&self.pool, &claims, GATEWAY_ID_BASE).await;
+                (refused, started.elapsed())
+            };
+            let building = async {
+                let files = self.build_files(Arc::clone(records), Arc::clone(&kept), None).await;
+                (files, started.elapsed())
+            };
+            let ((refused, claims_done_at), (files, encoded_at)) = tokio::join!(claiming, building);
             let refused = refused.map_err(transient)?;
             // kept position → the first identifier it may not have
             let mut duplicate: BTreeMap<usize, String> = BTreeMap::new();
@@ -461,9 +470,8 @@ impl Processor {
                     format!("identifier {}|{} belongs to another observation", claim.system, claim.value)
                 });
             }
-            (duplicate, files)
+            (duplicate, files, claims_done_at, encoded_at)
         };
-        let claimed_at = started.elapsed();
         let files = if refused.is_empty() {
             files?
         } else {
@@ -585,7 +593,8 @@ impl Processor {
             dead_lettered = rejects.len(),
             files = new_files.len(),
             transform_ms = ms(transformed_at),
-            claims_ms = ms(claimed_at),
+            claims_ms = ms(claims_done_at),
+            encode_ms = ms(encoded_at),
             build_ms = ms(built_at),
             upload_ms = ms(uploaded_at),
             commit_ms = (commit_seconds * 1000.0) as u64,
