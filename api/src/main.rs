@@ -9,9 +9,9 @@ use jhe_api::cli::{
 use jhe_api::validate_cmd;
 use tracing_subscriber::EnvFilter;
 
+jhe_processor::use_jemalloc!();
+
 fn main() -> anyhow::Result<()> {
-    // before the runtime starts its threads (see the function)
-    jhe_processor::limit_malloc_arenas();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -115,6 +115,9 @@ impl FileJob {
     }
 }
 
+// as `jhe` does, so files are encoded here as the processor encodes them
+jhe_processor::use_jemalloc!();
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -212,9 +212,10 @@ impl Tuning {
     }
 }
 
+// as `jhe` does, so the pipeline measured here allocates as it does there
+jhe_processor::use_jemalloc!();
+
 fn main() -> anyhow::Result<()> {
-    // as `jhe` does, so the processor measured here allocates as it does there
-    jhe_processor::limit_malloc_arenas();
     let cli = Cli::parse();
     init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

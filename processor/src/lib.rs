@@ -7,13 +7,15 @@
 //! * [`transform`]: decode, validate and check one record;
 //! * [`parquet_file`], [`store`]: encoding and the object-store layout;
 //! * [`compactor`]: merges small files of a partition without double counting;
-//! * [`janitor`]: deletes orphaned and replaced objects after grace periods.
+//! * [`janitor`]: deletes orphaned and replaced objects after grace periods;
+//! * [`memory`]: the binaries' allocator (jemalloc, [`use_jemalloc!`]).
 
 pub mod compactor;
 pub mod janitor;
+pub mod memory;
 pub mod parquet_file;
 pub mod pipeline;
 pub mod store;
 pub mod transform;
 
-pub use pipeline::{DEFAULT_FLUSH_MAX_RECORDS, Processor, ProcessorError, ProcessorSettings, limit_malloc_arenas};
+pub use pipeline::{DEFAULT_FLUSH_MAX_RECORDS, Processor, ProcessorError, ProcessorSettings};

@@ -60,9 +60,6 @@ pub struct ProcessorSettings {
     pub upload_concurrency: usize,
     /// Threads that check records and encode files during a flush (default: the available cores).
     pub workers: usize,
-    /// After a flush, when the process's resident memory is above this, freed memory goes back to the operating
-    /// system (Linux with glibc; see `release_free_memory`).
-    pub memory_target_bytes: usize,
     pub consumer: ConsumerSettings,
 }
 
@@ -73,10 +70,6 @@ pub struct ProcessorSettings {
 pub const DEFAULT_FLUSH_MAX_RECORDS: usize = 25_000;
 /// Default of [`ProcessorSettings::flush_max_bytes`].
 pub const DEFAULT_FLUSH_MAX_BYTES: usize = 48 * 1024 * 1024;
-/// Default of [`ProcessorSettings::memory_target_bytes`]: about what a processor holds at full rate with the
-/// default flush limits, so memory is handed back only after a spike.
-pub const DEFAULT_MEMORY_TARGET_BYTES: usize = 256 * 1024 * 1024;
-
 impl Default for ProcessorSettings {
     fn default() -> Self {
         Self {
@@ -88,7 +81,6 @@ impl Default for ProcessorSettings {
             flush_interval: Duration::from_secs(1),
             upload_concurrency: 4,
             workers: std::thread::available_parallelism().map_or(2, usize::from),
-            memory_target_bytes: DEFAULT_MEMORY_TARGET_BYTES,
             consumer: ConsumerSettings::default(),
         }
     }
@@ -381,7 +373,6 @@ impl Processor {
             attempt += 1;
             let span = tracing::info_span!("flush", records = batch.records.len(), attempt);
             let flushed = self.flush(&batch).instrument(span).await;
-            release_free_memory(self.settings.memory_target_bytes);
             match flushed {
                 Ok(positions) => return Flushed::Published(positions),
                 Err(FlushError::Fenced { partition, stored }) => return Flushed::Fenced { partition, stored },
@@ -656,73 +647,6 @@ impl Processor {
 
 /// Records checked per task on the worker threads (small enough to balance, large enough to be cheap to hand out).
 const TRANSFORM_CHUNK: usize = 1024;
-
-/// Hands freed memory back to the operating system when the process holds more than `target_bytes`. glibc keeps
-/// freed memory in its arenas for reuse, and the many small allocations of a flush (records, strings), made and
-/// freed on different threads, leave it fragmented: without this the resident size creeps up to two or three times
-/// what is in use. `malloc_trim` returns every free page, but the flushes after it pay for that in page faults (after
-/// every flush, about a tenth of the processor's CPU time), so above the target it runs at most every
-/// [`RELEASE_INTERVAL`], and at once only above twice the target.
-fn release_free_memory(target_bytes: usize) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let Some(resident) = resident_bytes() else { return };
-        if resident <= target_bytes {
-            return;
-        }
-        let mut last = LAST_RELEASE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if resident > target_bytes.saturating_mul(2) || last.is_none_or(|at| at.elapsed() >= RELEASE_INTERVAL) {
-            malloc_trim(0);
-            *last = Some(Instant::now());
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = target_bytes;
-}
-
-/// See [`release_free_memory`].
-const RELEASE_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] unless the operator set `MALLOC_ARENA_MAX`. glibc gives every
-/// thread that meets contention an arena of its own, up to eight per core; a flush allocates on the consumer, the
-/// worker threads and the query runtime at once, and each arena keeps its own fragmented free memory, so the
-/// resident size grows with the number of arenas rather than with what is in use. Call it first thing in `main`,
-/// before any runtime starts threads (arenas already made are not merged).
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        mallopt(M_ARENA_MAX, MALLOC_ARENAS);
-    }
-}
-
-/// Arenas [`limit_malloc_arenas`] allows.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_ARENAS: std::ffi::c_int = 2;
-/// glibc's `mallopt` parameter for the arena limit (`<malloc.h>`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const M_ARENA_MAX: std::ffi::c_int = -8;
-
-/// When memory was last handed back: process-wide, like the allocator.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-static LAST_RELEASE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
-
-/// The process's resident set size (`VmRSS` of `/proc/self/status`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn resident_bytes() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: usize = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-unsafe extern "C" {
-    /// glibc: releases free memory at the top of the heap and whole free pages inside every arena. It takes no
-    /// pointers and has no preconditions.
-    safe fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    /// glibc: sets an allocator parameter; an unknown parameter or value is refused with 0, never undefined.
-    safe fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-}
 
 /// The flush in flight's result, or never (no flush in flight).
 async fn join_flush(in_flight: &mut Option<JoinHandle<Flushed>>) -> Result<Flushed, tokio::task::JoinError> {
@@ -1014,15 +938,5 @@ mod tests {
             assert_eq!(squares, items.iter().map(|x| x * x).collect::<Vec<_>>());
         }
         assert!(parallel_map(&Vec::<u64>::new(), 4, |x| *x).is_empty());
-    }
-
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[test]
-    fn the_resident_size_is_read_and_memory_can_be_released() {
-        let resident = resident_bytes().expect("VmRSS");
-        assert!(resident > 1024 * 1024, "{resident}");
-        // above the target: trims; below: does nothing (neither may fail)
-        release_free_memory(0);
-        release_free_memory(usize::MAX);
     }
 }
