@@ -1,22 +1,23 @@
-//! The allocator of the binaries that run the pipeline (`jhe`, and the benchmarks that embed it): jemalloc.
+//! The allocator of the binaries that run the pipeline (`jhe`, and the benchmarks that embed it): jemalloc, for
+//! Rust's allocations and, as `malloc`, for the C libraries' (librdkafka, zstd) too.
 //!
 //! glibc's malloc spent about a quarter of an end-to-end run's CPU in its own bookkeeping (`_int_malloc`,
 //! `unlink_chunk`, `malloc_consolidate`, `_int_free`): a request and a flush each make and free millions of small
 //! allocations on several threads. Side by side on the 2-core machine (`bench-pipeline e2e --clients 8`, 500,000
-//! observations), jemalloc took 0.7× the process's CPU and raised the end-to-end rate 1.3×; the processor alone went
-//! from 130–155 k to about 200 k records per CPU-second. The Rust data systems this project learns from (InfluxDB 3,
-//! Databend, TiKV) ship jemalloc for the same reason.
+//! observations), jemalloc took 0.7× the process's CPU and raised the end-to-end rate about 1.3×; the processor alone
+//! went from about 150 k to about 180 k records per CPU-second.
 //!
-//! Memory: freed pages go back to the operating system within about a second ([`MALLOC_CONF`]: a background thread
-//! purges pages that stayed unused for `dirty_decay_ms`), so the processor's resident size follows what it holds
-//! instead of its peak; alone at full rate it peaked at 416 MiB against 458 MiB with glibc (2 arenas and
-//! `malloc_trim`, what this replaced).
+//! Memory: pages that stayed unused for a second go back to the operating system ([`MALLOC_CONF`]), so the resident
+//! size follows what the process holds rather than its peak: the processor alone at full rate peaked at 421 MiB,
+//! against 442–461 MiB with glibc capped at 2 arenas and trimmed after flushes (what this replaced). Without the
+//! C libraries' allocations in jemalloc too, librdkafka's fetch buffers sat in glibc's arenas and the peak was
+//! 480–493 MiB.
 
 pub use tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read once when it starts (its `malloc_conf` symbol): a background thread returns unused pages
 /// to the operating system (no allocating thread pays for it), dirty pages after 1 s (default 10 s), and pages are
-/// released outright rather than first kept as "muzzy". `_RJEM_MALLOC_CONF` in the environment overrides them.
+/// released outright rather than first kept as "muzzy". `MALLOC_CONF` in the environment overrides them.
 pub const MALLOC_CONF: MallocConf = MallocConf(c"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0".as_ptr());
 
 /// A C string pointer jemalloc reads at start-up; `Sync` because it points at immutable static data.
@@ -36,8 +37,9 @@ macro_rules! use_jemalloc {
         #[global_allocator]
         static GLOBAL_ALLOCATOR: $crate::memory::Jemalloc = $crate::memory::Jemalloc;
 
-        /// jemalloc's options (`_rjem_` is the symbol prefix of the jemalloc that `tikv-jemalloc-sys` builds).
-        #[unsafe(export_name = "_rjem_malloc_conf")]
+        /// jemalloc's options (its `malloc_conf`: `tikv-jemalloc-sys` is built without a symbol prefix, so jemalloc
+        /// is the process's `malloc` too).
+        #[unsafe(export_name = "malloc_conf")]
         #[used]
         static JEMALLOC_CONF: $crate::memory::MallocConf = $crate::memory::MALLOC_CONF;
     };
