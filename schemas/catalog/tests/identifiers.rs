@@ -285,3 +285,25 @@ async fn concurrent_reservations_of_overlapping_pairs_grant_each_pair_once() {
     assert!(granted_per_pair.iter().all(|&count| count == 1), "{granted_per_pair:?}");
     assert_eq!(claimed_rows(pool).await, 200);
 }
+
+/// Pairs are compared byte for byte: case, Unicode normalization and trailing spaces make different identifiers,
+/// and the same bytes are the same identifier, in ingest's claims and the processor's alike.
+#[tokio::test]
+async fn identifiers_are_compared_byte_for_byte() {
+    let db = TestDb::create().await;
+    let system = "https://example.org/ids";
+    // "é" precomposed and decomposed, a case variant, a trailing space: four distinct pairs
+    let values = ["caf\u{e9}", "cafe\u{301}", "CAF\u{c9}", "caf\u{e9} "];
+    let claims: Vec<IdentifierClaim> =
+        values.iter().enumerate().map(|(i, value)| claim(system, value, 100 + i as i64)).collect();
+    assert_eq!(reserve_identifiers(&db.pool, &claims).await.expect("reserve"), vec![true; 4]);
+    // the same bytes under another id are taken, by either path
+    let again: Vec<IdentifierClaim> = values.iter().map(|value| claim(system, value, 200)).collect();
+    assert_eq!(reserve_identifiers(&db.pool, &again).await.expect("reserve again"), vec![false; 4]);
+    let gateway: Vec<IdentifierClaim> = values.iter().map(|value| claim(system, value, GATEWAY + 7)).collect();
+    assert_eq!(claim_all(&db.pool, &gateway).await, vec![false; 4]);
+    for (i, value) in values.iter().enumerate() {
+        assert_eq!(owner(&db.pool, system, value).await, Some(100 + i as i64), "{value:?}");
+    }
+    assert_eq!(claimed_rows(&db.pool).await, 4);
+}
