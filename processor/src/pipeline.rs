@@ -444,7 +444,10 @@ impl Processor {
             }
             // each side's own end, for the log line (they overlap)
             let claiming = async {
-                let refused = jhe_catalog::claim_identifiers(&self.pool, &claims, GATEWAY_ID_BASE).await;
+                // a large batch is checked in several statements at once (the check is the flush's longest step)
+                let parts = (claims.len() / CLAIMS_PER_STATEMENT).clamp(1, self.settings.workers.max(1));
+                let refused =
+                    jhe_catalog::claim_identifiers_in_parts(&self.pool, &claims, GATEWAY_ID_BASE, parts).await;
                 (refused, started.elapsed())
             };
             let building = async {
@@ -644,6 +647,9 @@ impl Processor {
         Record { key: consumed.key.clone().unwrap_or_default(), value: consumed.value.clone(), headers }
     }
 }
+
+/// Identifier claims per statement, at least, when a flush's claims are split over several (one per worker at most).
+const CLAIMS_PER_STATEMENT: usize = 5_000;
 
 /// Records checked per task on the worker threads (small enough to balance, large enough to be cheap to hand out).
 const TRANSFORM_CHUNK: usize = 1024;

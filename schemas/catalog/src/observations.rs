@@ -229,6 +229,42 @@ pub async fn claim_identifiers(
         .collect())
 }
 
+/// [`claim_identifiers`] as `parts` statements at once, each on its own connection. Every pair goes to one part (by
+/// a hash of the pair) with all of its claims, in their order, so each pair is decided by one statement exactly as in
+/// [`claim_identifiers`] and the outcome is the same; a large batch is checked in a fraction of the time while the
+/// server has idle cores. Returns the positions in `claims` of the claims not granted, in order.
+pub async fn claim_identifiers_in_parts(
+    pool: &PgPool,
+    claims: &[IdentifierClaimRef<'_>],
+    claimed_upstream_below: i64,
+    parts: usize,
+) -> Result<Vec<usize>> {
+    if parts <= 1 {
+        return claim_identifiers(pool, claims, claimed_upstream_below).await;
+    }
+    // per part: its claims, and the position in `claims` of each
+    let mut split: Vec<(Vec<IdentifierClaimRef<'_>>, Vec<usize>)> =
+        (0..parts).map(|_| (Vec::new(), Vec::new())).collect();
+    for (position, claim) in claims.iter().enumerate() {
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(claim.system, claim.value), &mut hasher);
+        let part = (std::hash::Hasher::finish(&hasher) % parts as u64) as usize;
+        split[part].0.push(*claim);
+        split[part].1.push(position);
+    }
+    let answers = futures::future::try_join_all(
+        split.iter().map(|(part, _)| claim_identifiers(pool, part, claimed_upstream_below)),
+    )
+    .await?;
+    let mut refused: Vec<usize> = answers
+        .into_iter()
+        .zip(&split)
+        .flat_map(|(refused, (_, positions))| refused.into_iter().map(|in_part| positions[in_part]))
+        .collect();
+    refused.sort_unstable();
+    Ok(refused)
+}
+
 /// Releases claims of observations that were never acknowledged (the log write failed after the reservation).
 pub async fn release_identifiers(pool: &PgPool, claims: &[IdentifierClaim]) -> Result<u64> {
     if claims.is_empty() {

@@ -5,8 +5,8 @@
 //! fresh database with a random name and drops it afterwards.
 
 use jhe_catalog::{
-    IdentifierClaim, IdentifierClaimRef, claim_identifiers, connect, create_database_if_missing, identifier_owners,
-    migrate, release_identifiers, reserve_identifiers,
+    IdentifierClaim, IdentifierClaimRef, claim_identifiers, claim_identifiers_in_parts, connect,
+    create_database_if_missing, identifier_owners, migrate, release_identifiers, reserve_identifiers,
 };
 use sqlx::{Connection, PgConnection, PgPool};
 use url::Url;
@@ -180,13 +180,13 @@ async fn claim_identifiers_grants_what_reserve_identifiers_grants() {
     for round in 0..20 {
         // ingest's reservations before the batch, some released again (ambiguous failures)
         let upstream: Vec<(String, i64)> = (0..5).map(|_| (format!("v{}", next(40)), 1 + next(30) as i64)).collect();
-        for system in ["urn:a", "urn:b"] {
+        for system in ["urn:a", "urn:b", "urn:c"] {
             let claims: Vec<IdentifierClaim> = upstream.iter().map(|(value, id)| claim(system, value, *id)).collect();
             reserve_identifiers(pool, &claims).await.unwrap();
         }
         if round % 3 == 0 {
             let released: Vec<(String, i64)> = upstream.iter().take(2).cloned().collect();
-            for system in ["urn:a", "urn:b"] {
+            for system in ["urn:a", "urn:b", "urn:c"] {
                 let claims: Vec<IdentifierClaim> =
                     released.iter().map(|(value, id)| claim(system, value, *id)).collect();
                 release_identifiers(pool, &claims).await.unwrap();
@@ -206,6 +206,12 @@ async fn claim_identifiers_grants_what_reserve_identifiers_grants() {
         let reserved = reserve_identifiers(pool, &with("urn:a")).await.unwrap();
         let claimed = claim_all(pool, &with("urn:b")).await;
         assert_eq!(claimed, reserved, "round {round}: {batch:?}");
+        // and split over statements: each pair is still decided by one of them, so the outcome is the same
+        let in_parts = with("urn:c");
+        let refused = claim_identifiers_in_parts(pool, &refs(&in_parts), UPSTREAM_BELOW, 1 + round % 4).await.unwrap();
+        assert!(refused.windows(2).all(|w| w[0] < w[1]), "sorted and distinct: {refused:?}");
+        let granted: Vec<bool> = (0..in_parts.len()).map(|position| !refused.contains(&position)).collect();
+        assert_eq!(granted, reserved, "round {round}, {} parts: {batch:?}", 1 + round % 4);
     }
     let owners = |system: &'static str| async move {
         let rows: Vec<(String, i64)> = sqlx::query_as(
@@ -218,6 +224,7 @@ async fn claim_identifiers_grants_what_reserve_identifiers_grants() {
         rows
     };
     assert_eq!(owners("urn:a").await, owners("urn:b").await, "the same owners in the end");
+    assert_eq!(owners("urn:a").await, owners("urn:c").await, "the same owners in the end, in parts");
 }
 
 #[tokio::test]
