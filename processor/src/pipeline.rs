@@ -70,6 +70,7 @@ pub struct ProcessorSettings {
 pub const DEFAULT_FLUSH_MAX_RECORDS: usize = 25_000;
 /// Default of [`ProcessorSettings::flush_max_bytes`].
 pub const DEFAULT_FLUSH_MAX_BYTES: usize = 48 * 1024 * 1024;
+
 impl Default for ProcessorSettings {
     fn default() -> Self {
         Self {
