@@ -239,7 +239,7 @@ fn init_tracing() {
 static ASSIGNED_AT: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
 /// Sets [`ASSIGNED_AT`] once the processor reports partitions (`jhe_processor_assigned_partitions`), polling the
-/// metrics every few milliseconds until then. (Not a tracing layer that watches for the processor's log line: per-layer
+/// metrics every 10 ms until then (a join takes seconds; the mark is that precise). (Not a tracing layer that watches for the processor's log line: per-layer
 /// filters beside `JHE_LOG`'s sometimes kept the line from it, and the run then waited for a join it had missed.)
 fn watch_assignment(metrics: &PrometheusHandle) {
     let metrics = metrics.clone();
@@ -248,7 +248,7 @@ fn watch_assignment(metrics: &PrometheusHandle) {
             if metric_value(&metrics.render(), "jhe_processor_assigned_partitions").is_some_and(|held| held > 0.0) {
                 let _ = ASSIGNED_AT.set(Instant::now());
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
 }

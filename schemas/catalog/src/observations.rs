@@ -245,10 +245,9 @@ pub async fn claim_identifiers_in_parts(
     // per part: its claims, and the position in `claims` of each
     let mut split: Vec<(Vec<IdentifierClaimRef<'_>>, Vec<usize>)> =
         (0..parts).map(|_| (Vec::new(), Vec::new())).collect();
+    let by_pair = std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default();
     for (position, claim) in claims.iter().enumerate() {
-        let mut hasher = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&(claim.system, claim.value), &mut hasher);
-        let part = (std::hash::Hasher::finish(&hasher) % parts as u64) as usize;
+        let part = (std::hash::BuildHasher::hash_one(&by_pair, (claim.system, claim.value)) % parts as u64) as usize;
         split[part].0.push(*claim);
         split[part].1.push(position);
     }
