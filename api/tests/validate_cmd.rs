@@ -1,8 +1,11 @@
 //! `jhe validate` as a user runs it: files, folders, NDJSON on stdin, `--code`, `--schemas-dir`, exit codes.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+
+#[path = "../../schemas/tests/support/example_data_points.rs"]
+mod examples;
 
 const VALID_POINT: &str = r#"{"header":{"uuid":"aaaa1234-1a2b-3c4d-5e6f-000000000002","schema_id":{"namespace":"omh","name":"heart-rate","version":"2.0"},"source_creation_date_time":"2025-01-01T01:04:01-08:00","modality":"sensed"},"body":{"heart_rate":{"value":67.5,"unit":"beats/min"},"effective_time_frame":{"date_time":"2025-01-01T00:04:00-08:00"}}}"#;
 
@@ -57,10 +60,12 @@ impl Drop for TempDir {
 }
 
 #[test]
-fn reference_examples_are_valid() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/jhe-examples/data-points");
-    assert!(Path::new(examples).is_dir(), "{examples} is missing");
-    let output = jhe(&[examples], None, &[]);
+fn example_data_points_are_valid() {
+    let dir = TempDir::new("examples");
+    for (name, text) in examples::example_files() {
+        std::fs::write(dir.0.join(name), text).expect("writing an example");
+    }
+    let output = jhe(&[dir.path()], None, &[]);
     assert_eq!(output.status.code(), Some(0), "{}{}", stdout(&output), stderr(&output));
     assert!(stdout(&output).is_empty());
     assert!(stderr(&output).contains("7 valid, 0 invalid"), "{}", stderr(&output));

@@ -1,8 +1,6 @@
 //! Parsing uploads (jhe-compat §6.7, §6.8): what the reference accepts is accepted, everything else is refused with
 //! a 400 that names the FHIR path, and nothing panics.
 
-use std::path::PathBuf;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use jhe_schemas::fhir::{FhirError, MAX_OBSERVATION_BYTES, parse_bundle, parse_observation};
@@ -10,13 +8,8 @@ use jhe_schemas::omh::Validators;
 use jhe_schemas::{ErrorKind, Identifier};
 use serde_json::{Value, json};
 
-fn examples_dir() -> PathBuf {
-    let dir = std::env::var_os("JHE_EXAMPLES_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/jhe-examples/data-points"))
-    });
-    assert!(dir.is_dir(), "example data points not found at {} (set JHE_EXAMPLES_DIR)", dir.display());
-    dir
-}
+#[path = "support/example_data_points.rs"]
+mod examples;
 
 fn upload_body(omh: &[u8]) -> Value {
     json!({
@@ -56,21 +49,15 @@ fn edited(edit: Value) -> Value {
 
 #[test]
 fn example_data_points_upload_as_sent() {
-    let mut seen = 0;
-    for entry in std::fs::read_dir(examples_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|ext| ext != "json") {
-            continue;
-        }
-        let omh = std::fs::read(&path).unwrap();
-        let upload = parse(&upload_body(&omh)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let files = examples::example_files();
+    for (name, omh) in &files {
+        let upload = parse(&upload_body(omh)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let payload = upload.omh().unwrap();
-        assert_eq!(payload.json.as_bytes(), omh.as_slice(), "{} must be kept byte for byte", path.display());
+        assert_eq!(payload.json.as_bytes(), omh.as_slice(), "{name} must be kept byte for byte");
         let validated = Validators::builtin().validate_data_point(payload.json.as_bytes());
-        assert!(validated.is_ok(), "{} is a valid data point with an effective time: {validated:?}", path.display());
-        seen += 1;
+        assert!(validated.is_ok(), "{name} is a valid data point with an effective time: {validated:?}");
     }
-    assert!(seen >= 7, "expected the 7 example data points, found {seen}");
+    assert_eq!(files.len(), 7);
 }
 
 #[test]

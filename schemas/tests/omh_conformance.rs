@@ -1,6 +1,7 @@
 //! Conformance with the official Open mHealth test data: every shouldPass file of a supported type and version
 //! must validate and every shouldFail file must not. The folder comes from `JHE_OMH_TEST_DATA` (default: the
-//! shared reference next to the project); a missing folder fails the test.
+//! shared reference next to the project); without it the test reports that it was not run (see
+//! `support/reference_data.rs`).
 //!
 //! Also runs the example data points of the reference (`JHE_EXAMPLE_DATA_POINTS`) through `validate_data_point`
 //! and checks the derived effective time and values.
@@ -8,6 +9,11 @@
 use jhe_schemas::omh::{SchemaId, Validators};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+
+#[path = "support/reference_data.rs"]
+mod reference_data;
+
+use reference_data::{EXAMPLE_DATA_POINTS, OMH_TEST_DATA, reference_folders};
 
 /// Supported types that have no folder in the official test data.
 const NO_OFFICIAL_TEST_DATA: &[&str] = &[
@@ -90,12 +96,6 @@ const NO_OFFICIAL_TEST_DATA: &[&str] = &[
     "omh:volume-unit-value:1.1",
 ];
 
-fn folder(variable: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
-    assert!(path.is_dir(), "{} is not a folder: set {variable} to the official test data", path.display());
-    path
-}
-
 fn sorted_entries(dir: &Path) -> Vec<PathBuf> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|error| panic!("reading {}: {error}", dir.display()))
@@ -111,10 +111,9 @@ fn name_of(path: &Path) -> String {
 
 #[test]
 fn official_test_data_agrees() {
-    let root = folder(
-        "JHE_OMH_TEST_DATA",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/openmhealth/test-data"),
-    );
+    let Some([root]) = reference_folders("omh_conformance::official_test_data_agrees", [&OMH_TEST_DATA]) else {
+        return;
+    };
     let validators = Validators::builtin();
     let supported: BTreeSet<String> = validators.codes().iter().map(ToString::to_string).collect();
     let (mut files, mut passes, mut fails) = (0, 0, 0);
@@ -168,10 +167,10 @@ fn official_test_data_agrees() {
 
 #[test]
 fn reference_example_data_points_validate_with_their_time_and_values() {
-    let root = folder(
-        "JHE_EXAMPLE_DATA_POINTS",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/jhe-examples/data-points"),
-    );
+    let suite = "omh_conformance::reference_example_data_points_validate_with_their_time_and_values";
+    let Some([root]) = reference_folders(suite, [&EXAMPLE_DATA_POINTS]) else {
+        return;
+    };
     let validators = Validators::builtin();
     let mut checked = 0;
     for file in sorted_entries(&root) {

@@ -2,21 +2,22 @@
 //! files (loaded offline from `JHE_OMH_SCHEMAS` and `JHE_IEEE_SCHEMAS`, `format` asserted for date-time and uri
 //! as jhe does), on every official test document and on mutations of valid documents (each key removed, each
 //! value replaced by other types and values, unknown keys added, duplicate keys). Accept/reject must be identical.
+//! It also needs the official test data (`JHE_OMH_TEST_DATA`) and the reference examples (`JHE_EXAMPLE_DATA_POINTS`);
+//! without any of these folders it reports that it was not run.
 
 use jhe_schemas::omh::{SchemaId, Validators};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+#[path = "support/reference_data.rs"]
+mod reference_data;
+
+use reference_data::{EXAMPLE_DATA_POINTS, IEEE_SCHEMAS, OMH_SCHEMAS, OMH_TEST_DATA, reference_folders};
+
 const OMH_BASE: &str = "https://w3id.org/openmhealth/schemas/omh/";
 const IEEE_BASE: &str = "https://w3id.org/ieee/ieee-1752-schema/";
 const GRANOLA_BASE: &str = "https://w3id.org/openmhealth/schemas/granola/";
-
-fn folder(variable: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
-    assert!(path.is_dir(), "{} is not a folder: set {variable}", path.display());
-    path
-}
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> =
@@ -33,10 +34,7 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The official schema files by the address they are referenced with. OMH `-N.x.json` files are aliases whose
 /// content is the name of the file they stand for.
-fn official_documents() -> HashMap<String, Value> {
-    let omh =
-        folder("JHE_OMH_SCHEMAS", concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/openmhealth/schema"));
-    let ieee = folder("JHE_IEEE_SCHEMAS", concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/ieee-1752"));
+fn official_documents(omh: &Path, ieee: &Path) -> HashMap<String, Value> {
     let mut documents = HashMap::new();
     for (folder, base) in [("omh", OMH_BASE), ("granola", GRANOLA_BASE)] {
         let dir = omh.join(folder);
@@ -52,7 +50,7 @@ fn official_documents() -> HashMap<String, Value> {
         }
     }
     let mut files = Vec::new();
-    files_under(&ieee, &mut files);
+    files_under(ieee, &mut files);
     for path in files {
         let document: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("a schema")).expect("JSON");
         let name = path.file_name().expect("a name").to_string_lossy().into_owned();
@@ -102,8 +100,8 @@ impl Official {
     }
 }
 
-fn official() -> Official {
-    Official { documents: Offline(std::sync::Arc::new(official_documents())), compiled: HashMap::new() }
+fn official(omh: &Path, ieee: &Path) -> Official {
+    Official { documents: Offline(std::sync::Arc::new(official_documents(omh, ieee))), compiled: HashMap::new() }
 }
 
 /// Documents derived from a valid one: each key removed, each value replaced, extra keys, wrong types.
@@ -323,12 +321,14 @@ fn extra_seeds() -> Vec<(&'static str, Value)> {
 
 #[test]
 fn rust_validators_equal_the_official_schemas() {
-    let test_data = folder(
-        "JHE_OMH_TEST_DATA",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/openmhealth/test-data"),
-    );
+    let needs = [&OMH_SCHEMAS, &IEEE_SCHEMAS, &OMH_TEST_DATA, &EXAMPLE_DATA_POINTS];
+    let Some([omh, ieee, test_data, examples]) =
+        reference_folders("omh_differential::rust_validators_equal_the_official_schemas", needs)
+    else {
+        return;
+    };
     let ours = Validators::builtin();
-    let mut official = official();
+    let mut official = official(&omh, &ieee);
     let mut tally = Tally { compared: 0, accepted: 0, fast_decided: 0, disagreements: Vec::new() };
     let mut valid_seeds: Vec<(SchemaId, Value)> = Vec::new();
     let mut official_documents = 0;
@@ -347,10 +347,6 @@ fn rust_validators_equal_the_official_schemas() {
             }
         }
     }
-    let examples = folder(
-        "JHE_EXAMPLE_DATA_POINTS",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/jhe-examples/data-points"),
-    );
     let mut example_files = Vec::new();
     files_under(&examples, &mut example_files);
     for file in example_files {

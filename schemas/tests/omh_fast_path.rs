@@ -3,17 +3,20 @@
 //! on mutations of them (header and body: each key removed, each value replaced, unknown and duplicate keys,
 //! whitespace, members reordered), with and without a `--code`. Whenever the fast path answers it must give
 //! exactly the detailed validator's `ValidatedDataPoint`; it must answer for every valid point it is meant for;
-//! and `validate_data_point` must always equal the detailed result.
+//! and `validate_data_point` must always equal the detailed result. That comparison needs the official test data and
+//! the reference examples (it reports that it was not run without them); shapes are checked on variations of
+//! example data points the tests build.
 
 use jhe_schemas::omh::{SchemaId, Validators};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-fn folder(variable: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(variable).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(default));
-    assert!(path.is_dir(), "{} is not a folder: set {variable}", path.display());
-    path
-}
+#[path = "support/example_data_points.rs"]
+mod examples;
+#[path = "support/reference_data.rs"]
+mod reference_data;
+
+use reference_data::{EXAMPLE_DATA_POINTS, OMH_TEST_DATA, reference_folders};
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> =
@@ -229,14 +232,10 @@ impl Tally {
 
 #[test]
 fn the_fast_path_gives_what_the_detailed_validator_gives() {
-    let test_data = folder(
-        "JHE_OMH_TEST_DATA",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/openmhealth/test-data"),
-    );
-    let examples = folder(
-        "JHE_EXAMPLE_DATA_POINTS",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/jhe-examples/data-points"),
-    );
+    let suite = "omh_fast_path::the_fast_path_gives_what_the_detailed_validator_gives";
+    let Some([test_data, examples]) = reference_folders(suite, [&OMH_TEST_DATA, &EXAMPLE_DATA_POINTS]) else {
+        return;
+    };
     let validators = Validators::builtin();
     let mut points: Vec<(SchemaId, Value)> = Vec::new();
     for id in validators.codes() {
@@ -371,10 +370,6 @@ fn at_path<'v>(value: &'v mut Value, path: &[Value]) -> &'v mut Value {
 
 #[test]
 fn shapes_replay_exactly_what_the_detailed_validator_accepts() {
-    let examples = folder(
-        "JHE_EXAMPLE_DATA_POINTS",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/jhe-examples/data-points"),
-    );
     let validators = Validators::builtin();
     let strings = [
         "2025-01-01T00:04:00-08:00",
@@ -421,13 +416,10 @@ fn shapes_replay_exactly_what_the_detailed_validator_accepts() {
         json!(1.5e-7),
         json!(12_345_678_901_234_567u64),
     ];
-    let mut example_files = Vec::new();
-    files_under(&examples, &mut example_files);
     let (mut compared, mut replayed, mut problems) = (0, 0, Vec::new());
-    for file in example_files {
-        let point: Value = serde_json::from_slice(&std::fs::read(&file).expect("an example")).expect("JSON");
+    for (name, point) in examples::example_data_points() {
         let text = serde_json::to_vec(&point).expect("JSON");
-        assert!(validators.learn_shape(&text), "{}: the example's shape is kept", file.display());
+        assert!(validators.learn_shape(&text), "{name}: the example's shape is kept");
         let mut paths = Vec::new();
         scalar_paths(&point, &mut Vec::new(), &mut paths);
         for path in &paths {
