@@ -65,6 +65,7 @@ impl ApiError {
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -121,7 +122,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// 410 Gone with `{"detail": …}`: a REST answer no `ErrorKind` names (an expired invitation, §7.4).
+/// 410 Gone with `{"detail": …}` (an expired invitation, §7.4).
 pub(crate) fn gone(detail: &str) -> Response {
     (StatusCode::GONE, axum::Json(json!({ "detail": detail }))).into_response()
 }

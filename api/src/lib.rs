@@ -106,7 +106,8 @@ pub async fn serve(
     if let Err(error) = routes::oauth::ensure_signing_key(&state.pool).await {
         tracing::error!(%error, "could not prepare the ID-token signing key; OAuth requests will retry");
     }
-    routes::fail_stale_export_jobs(&state.pool).await;
+    // export jobs left by stopped processes, and the sweeper of expired exports' files (stops with the server)
+    let _export_upkeep = routes::start_export_upkeep(&state).await;
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
@@ -50,6 +50,10 @@ pub struct QuerySettings {
     pub memory_limit_bytes: usize,
     /// Observations per file of a bulk export (`JHE_EXPORT_ROWS_PER_FILE`); a larger export is split into parts.
     pub export_rows_per_file: u64,
+    /// How long a finished export's files are kept (`JHE_EXPORT_TTL`); then they are deleted.
+    pub export_ttl: Duration,
+    /// How often the server looks for expired exports whose files are to be deleted.
+    pub export_sweep_interval: Duration,
 }
 
 impl Default for QuerySettings {
@@ -58,16 +62,21 @@ impl Default for QuerySettings {
             threads: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             memory_limit_bytes: 1024 * 1024 * 1024,
             export_rows_per_file: DEFAULT_EXPORT_ROWS_PER_FILE,
+            export_ttl: DEFAULT_EXPORT_TTL,
+            export_sweep_interval: Duration::from_secs(60),
         }
     }
 }
+
+/// A day: long enough to download a study, short enough that files do not pile up.
+pub const DEFAULT_EXPORT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A million observations: about 0.6 GB of NDJSON or 30 MB of Parquet per file, sizes notebooks read in one go.
 pub const DEFAULT_EXPORT_ROWS_PER_FILE: u64 = 1_000_000;
 
 impl QuerySettings {
-    /// The defaults, with `JHE_EXPORT_ROWS_PER_FILE` applied when set; a value that is not a positive integer
-    /// is an error naming the variable.
+    /// The defaults, with `JHE_EXPORT_ROWS_PER_FILE` and `JHE_EXPORT_TTL` applied when set; a value that is not
+    /// a positive integer (a positive duration) is an error naming the variable.
     pub fn from_env() -> std::result::Result<Self, String> {
         let mut settings = Self::default();
         if let Ok(text) = std::env::var("JHE_EXPORT_ROWS_PER_FILE") {
@@ -78,8 +87,40 @@ impl QuerySettings {
                 .filter(|rows| *rows > 0)
                 .ok_or_else(|| format!("JHE_EXPORT_ROWS_PER_FILE: `{text}` is not a positive integer"))?;
         }
+        if let Ok(text) = std::env::var("JHE_EXPORT_TTL") {
+            settings.export_ttl = parse_duration(&text).ok_or_else(|| {
+                format!("JHE_EXPORT_TTL: `{text}` is not a positive duration (seconds, or e.g. `90m`, `24h`, `7d`)")
+            })?;
+        }
         Ok(settings)
     }
+}
+
+/// A positive duration: whole seconds (`86400`), or numbers with units `s`, `m`, `h`, `d` (`24h`, `1h30m`).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return (seconds > 0).then(|| Duration::from_secs(seconds));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 60 * 60,
+            'd' => 24 * 60 * 60,
+            _ => return None,
+        };
+        let value: u64 = number.parse().ok()?;
+        total = total.checked_add(value.checked_mul(unit)?)?;
+        number.clear();
+    }
+    (number.is_empty() && total > 0).then(|| Duration::from_secs(total))
 }
 
 /// Runs observation reads. Cloning is cheap (one shared engine).
@@ -94,6 +135,8 @@ struct Inner {
     store_url: ObjectStoreUrl,
     runtime: QueryRuntime,
     export_rows_per_file: u64,
+    export_ttl: Duration,
+    export_sweep_interval: Duration,
     code_texts: jhe_catalog::CodeTextCache,
 }
 
@@ -135,7 +178,17 @@ impl QueryEngine {
         })?;
         let export_rows_per_file = settings.export_rows_per_file.max(1);
         let code_texts = jhe_catalog::CodeTextCache::default();
-        Ok(Self { inner: Arc::new(Inner { pool, state, store_url, runtime, export_rows_per_file, code_texts }) })
+        let inner = Inner {
+            pool,
+            state,
+            store_url,
+            runtime,
+            export_rows_per_file,
+            export_ttl: settings.export_ttl,
+            export_sweep_interval: settings.export_sweep_interval,
+            code_texts,
+        };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The control-plane pool the engine reads the catalog and consent from.
@@ -446,6 +499,16 @@ impl QueryEngine {
     pub(crate) fn export_rows_per_file(&self) -> u64 {
         self.inner.export_rows_per_file
     }
+
+    /// How long a finished export's files are kept.
+    pub fn export_ttl(&self) -> Duration {
+        self.inner.export_ttl
+    }
+
+    /// How often expired exports are looked for.
+    pub fn export_sweep_interval(&self) -> Duration {
+        self.inner.export_sweep_interval
+    }
 }
 
 /// How a page's rows are read ([`QueryEngine::rows`]).
@@ -589,4 +652,21 @@ fn page_keys(batches: Vec<RecordBatch>) -> Result<Vec<(i64, i64)>> {
         keys.extend(ids.values().iter().copied().zip(starts.values().iter().copied()));
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_seconds_or_numbers_with_units() {
+        assert_eq!(parse_duration("86400"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration(" 24h "), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5_400)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("45s"), Some(Duration::from_secs(45)));
+        for invalid in ["", "0", "0h", "h", "24x", "-5", "1.5h", "24h5", "99999999999999999999d"] {
+            assert_eq!(parse_duration(invalid), None, "{invalid}");
+        }
+    }
 }

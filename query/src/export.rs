@@ -10,12 +10,17 @@
 //!
 //! An export that fails or is stopped ([`ExportControl::stop`]) leaves no file behind: the parts already written
 //! are deleted.
+//!
+//! A finished export also says what its files hold ([`ExportContents`]: the patients of each code), so that the
+//! rights it needs can be checked again whenever its files are asked for, without reading them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::error::DataFusionError;
@@ -25,13 +30,14 @@ use datafusion::parquet::file::properties::WriterProperties;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use jhe_catalog::Caller;
-use jhe_schemas::table::{observation_schema, records_from_batch};
+use jhe_schemas::table::{COL_CODING_CODE, COL_CODING_SYSTEM, COL_PATIENT_ID, observation_schema, records_from_batch};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AccessScope;
 use crate::engine::{QueryEngine, scan};
 use crate::error::{QueryError, Result};
 use crate::search::{ObservationFilters, SortOrder, TimeCondition};
@@ -99,6 +105,85 @@ pub struct ExportFile {
     pub name: String,
     /// Resources (rows) in the file.
     pub count: u64,
+}
+
+/// What an export's files hold: coding system → code → the patients with rows of that code.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ExportContents(BTreeMap<String, BTreeMap<String, BTreeSet<i64>>>);
+
+impl ExportContents {
+    /// Adds the (patient, code) pairs of a batch of the observation table.
+    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let column = |name: &str, data_type: &DataType| {
+            let found = batch.column_by_name(name).ok_or_else(|| {
+                QueryError::DataFusion(DataFusionError::Internal(format!("an export batch without column {name}")))
+            })?;
+            arrow::compute::cast(found, data_type).map_err(|error| QueryError::DataFusion(error.into()))
+        };
+        let patients = column(COL_PATIENT_ID, &DataType::Int64)?;
+        let systems = column(COL_CODING_SYSTEM, &DataType::Utf8)?;
+        let codes = column(COL_CODING_CODE, &DataType::Utf8)?;
+        let (patients, systems, codes) =
+            (patients.as_primitive::<Int64Type>(), systems.as_string::<i32>(), codes.as_string::<i32>());
+        for row in 0..batch.num_rows() {
+            self.insert(systems.value(row), codes.value(row), patients.value(row));
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, system: &str, code: &str, patient: i64) {
+        // looked up by reference first: a batch repeats a few codes many times
+        if !self.0.contains_key(system) {
+            self.0.insert(system.to_owned(), BTreeMap::new());
+        }
+        let Some(by_code) = self.0.get_mut(system) else { return };
+        if !by_code.contains_key(code) {
+            by_code.insert(code.to_owned(), BTreeSet::new());
+        }
+        if let Some(patients) = by_code.get_mut(code) {
+            patients.insert(patient);
+        }
+    }
+
+    /// Whether `scope` shows every (patient, code) pair the files hold: a consent revoked or a patient gone from
+    /// the scope since the export ran makes this `false`.
+    pub fn is_within(&self, scope: &AccessScope) -> bool {
+        self.0.iter().all(|(system, codes)| {
+            codes.iter().all(|(code, patients)| patients.iter().all(|patient| scope.allows(system, code, *patient)))
+        })
+    }
+
+    /// As stored with the job: `{system: {code: [patient ids]}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let codes = |codes: &BTreeMap<String, BTreeSet<i64>>| {
+            codes
+                .iter()
+                .map(|(code, patients)| (code.clone(), serde_json::Value::from_iter(patients.iter().copied())))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        serde_json::Value::Object(
+            self.0.iter().map(|(system, by_code)| (system.clone(), codes(by_code).into())).collect(),
+        )
+    }
+
+    /// The inverse of [`ExportContents::to_json`]; `None` for anything else.
+    pub fn from_json(value: &serde_json::Value) -> Option<Self> {
+        serde::Deserialize::deserialize(value).ok()
+    }
+
+    /// How many (patient, code) pairs the files hold.
+    pub fn pairs(&self) -> usize {
+        self.0.values().flat_map(BTreeMap::values).map(BTreeSet::len).sum()
+    }
+}
+
+/// What a finished export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrittenExport {
+    /// At least one file, possibly with no rows.
+    pub files: Vec<ExportFile>,
+    pub contents: ExportContents,
 }
 
 /// What one export reads.
@@ -227,21 +312,21 @@ impl Part {
 
 impl QueryEngine {
     /// Writes the observations of `request.study_id` that `caller` may see to `exports/{job}/` and returns the
-    /// files written (at least one, possibly with no rows). `None` when `control` stopped it; the files written
-    /// so far are deleted then, and on an error.
+    /// files written and what they hold. `None` when `control` stopped it; the files written so far are deleted
+    /// then, and on an error.
     pub async fn export_study(
         &self,
         caller: &Caller,
         request: &ExportRequest,
         job: &str,
         control: &ExportControl,
-    ) -> Result<Option<Vec<ExportFile>>> {
+    ) -> Result<Option<WrittenExport>> {
         if !is_safe_segment(job) {
             return Err(QueryError::InvalidParameter(format!("`{job}` is not an export job id")));
         }
-        let mut files = Vec::new();
+        let mut written = WrittenExport::default();
         let mut part = None;
-        let outcome = self.write_parts(caller, request, job, control, &mut files, &mut part).await;
+        let outcome = self.write_parts(caller, request, job, control, &mut written, &mut part).await;
         match outcome {
             Ok(true) => {
                 tracing::info!(
@@ -249,10 +334,11 @@ impl QueryEngine {
                     job,
                     study = request.study_id,
                     written = control.written(),
-                    files = files.len(),
+                    files = written.files.len(),
+                    pairs = written.contents.pairs(),
                     "export written"
                 );
-                Ok(Some(files))
+                Ok(Some(written))
             }
             Ok(false) | Err(_) => {
                 if let Some(part) = part.take() {
@@ -274,9 +360,10 @@ impl QueryEngine {
         request: &ExportRequest,
         job: &str,
         control: &ExportControl,
-        files: &mut Vec<ExportFile>,
+        written: &mut WrittenExport,
         part: &mut Option<Part>,
     ) -> Result<bool> {
+        let WrittenExport { files, contents } = written;
         let mut filters = ObservationFilters { study_id: Some(request.study_id), ..ObservationFilters::default() };
         if let Some(since) = request.since {
             filters.last_updated.push(TimeCondition {
@@ -305,6 +392,7 @@ impl QueryEngine {
             };
             let Some(batch) = next else { break };
             let batch = batch?;
+            contents.add(&batch)?;
             let mut offset = 0;
             while offset < batch.num_rows() {
                 if control.is_stopped() {
@@ -407,5 +495,19 @@ mod tests {
         assert!(!is_safe_segment(".."));
         assert!(!is_safe_segment("a/b"));
         assert!(!is_safe_segment(""));
+    }
+
+    #[test]
+    fn contents_are_stored_as_system_code_patients() {
+        let mut contents = ExportContents::default();
+        for (system, code, patient) in [("s", "a", 3), ("s", "a", 1), ("s", "a", 3), ("s", "b", 2), ("t", "a", 1)] {
+            contents.insert(system, code, patient);
+        }
+        assert_eq!(contents.pairs(), 4);
+        let json = contents.to_json();
+        assert_eq!(json, serde_json::json!({"s": {"a": [1, 3], "b": [2]}, "t": {"a": [1]}}));
+        assert_eq!(ExportContents::from_json(&json), Some(contents));
+        assert_eq!(ExportContents::from_json(&serde_json::json!([])), None);
+        assert_eq!(ExportContents::from_json(&serde_json::json!({"s": {"a": ["x"]}})), None);
     }
 }

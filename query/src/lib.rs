@@ -50,9 +50,11 @@ pub use analytics::{
     DEFAULT_LASTN_MAX, Granularity, LastNRequest, MAX_AGGREGATE_ROWS, MAX_LASTN_MAX, MAX_LASTN_ROWS,
     ObservationAggregate, Statistic, StatsRequest, parse_lastn, parse_stats, parse_study_summary,
 };
-pub use engine::{DEFAULT_EXPORT_ROWS_PER_FILE, QueryEngine, QuerySettings};
+pub use engine::{DEFAULT_EXPORT_ROWS_PER_FILE, DEFAULT_EXPORT_TTL, QueryEngine, QuerySettings};
 pub use error::{QueryError, Result};
-pub use export::{ExportControl, ExportFile, ExportFileBody, ExportFormat, ExportRequest};
+pub use export::{
+    ExportContents, ExportControl, ExportFile, ExportFileBody, ExportFormat, ExportRequest, WrittenExport,
+};
 pub use search::{
     CodeMatch, Cursor, DEFAULT_COUNT, MAX_COUNT, ObservationFilters, SearchPage, SearchRequest, SortField, SortKey,
     SortOrder, TimeCondition,

@@ -5,6 +5,8 @@ pub enum ErrorKind {
     Unauthenticated,
     Forbidden,
     NotFound,
+    /// Existed, and is gone for good (an expired or withdrawn export).
+    Gone,
     Conflict,
     Unprocessable,
     TooManyRequests,

@@ -13,7 +13,14 @@
 //! * Files are written and downloaded as streams, in parts of at most `JHE_EXPORT_ROWS_PER_FILE` observations.
 //! * Jobs and files are private to the user who started them: anyone else gets 404, as for an unknown job.
 //! * Consent is applied when the job runs (the query engine's access predicate), so the files hold what a
-//!   study-scoped search would have returned at that moment.
+//!   study-scoped search would have returned at that moment. The job records what its files hold (the patients of
+//!   each code), and every status and file request checks the caller's rights again, from Postgres as a search
+//!   does, without reading the files: a caller who may no longer export the study (membership or role lost) gets
+//!   403, and files holding a (patient, code) pair the caller may no longer see (a consent revoked, a patient gone
+//!   from the study) answer 410. Either way the job is withdrawn and its files deleted.
+//! * A completed export's files expire `JHE_EXPORT_TTL` (24 h) after it completed: its status and files answer 410
+//!   from then on (with an `Expires` header on the manifest before), and a sweeper started with the server deletes
+//!   the files of expired and withdrawn jobs.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, OnceLock};
@@ -26,10 +33,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use jhe_catalog::{Caller, ExportJob, NewExportJob};
-use jhe_query::{AccessScope, ExportControl, ExportFormat, ExportRequest, ObservationFilters, QueryEngine};
+use jhe_catalog::{Caller, ExportJob, ExportOutcome, NewExportJob};
+use jhe_query::{
+    AccessScope, ExportContents, ExportControl, ExportFormat, ExportRequest, ObservationFilters, QueryEngine,
+    QueryError, WrittenExport,
+};
 use jhe_schemas::ErrorKind;
 use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::fhir_observations::engine;
 use crate::AppState;
@@ -47,6 +59,15 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A running job whose heartbeat is older than this has lost its process.
 const STALE_AFTER: Duration = Duration::from_secs(30);
+/// Expired and withdrawn jobs whose files one sweep deletes at most.
+const SWEEP_BATCH: i64 = 100;
+/// Why a job was withdrawn when its caller lost the right to export its study (the caller is answered 403).
+const RIGHTS_LOST: &str = "This export was withdrawn because you may no longer export its study; its files were \
+                           deleted.";
+/// Why a job was withdrawn when its files hold data its caller may no longer see.
+const CONSENT_CHANGED: &str = "This export was withdrawn because its files hold observations you may no longer see \
+                               (a patient revoked consent or left the study); its files were deleted. Start a new \
+                               export for what you may see now.";
 
 /// The exports this process is running, by job id, so a cancel reaching this process stops its job at once.
 static RUNNING_EXPORTS: LazyLock<Mutex<HashMap<String, ExportControl>>> = LazyLock::new(Mutex::default);
@@ -56,12 +77,52 @@ fn running_exports() -> std::sync::MutexGuard<'static, HashMap<String, ExportCon
     RUNNING_EXPORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Marks failed the export jobs left running by processes that are gone; run at server start.
-pub(crate) async fn fail_stale_jobs(pool: &sqlx::PgPool) {
-    match jhe_catalog::fail_stale_export_jobs(pool, STALE_AFTER, None).await {
+/// Run at server start: marks failed the export jobs left running by processes that are gone, and starts the
+/// sweeper of expired exports when this server has the query engine (which owns the files); the sweeper stops
+/// when the returned handle is dropped.
+pub(crate) async fn start_upkeep(state: &AppState) -> Option<AbortOnDropHandle<()>> {
+    match jhe_catalog::fail_stale_export_jobs(&state.pool, STALE_AFTER, None).await {
         Ok(0) => {}
         Ok(failed) => tracing::info!(failed, "export jobs of stopped processes marked failed"),
         Err(error) => tracing::warn!(%error, "cannot check for export jobs of stopped processes"),
+    }
+    let engine = state.query.clone()?;
+    let pool = state.pool.clone();
+    Some(AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut every = tokio::time::interval(engine.export_sweep_interval());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            sweep(&pool, &engine).await;
+        }
+    })))
+}
+
+/// Marks expired the completed exports past their time, then deletes the files of expired and withdrawn ones
+/// (a deletion that failed is tried again at the next sweep). Safe with several replicas: deleting twice is
+/// harmless.
+async fn sweep(pool: &PgPool, engine: &QueryEngine) {
+    match jhe_catalog::expire_export_jobs(pool).await {
+        Ok(0) => {}
+        Ok(expired) => tracing::info!(expired, "exports expired"),
+        Err(error) => tracing::warn!(%error, "cannot look for expired exports"),
+    }
+    let jobs = match jhe_catalog::export_jobs_with_files_left(pool, SWEEP_BATCH).await {
+        Ok(jobs) => jobs,
+        Err(error) => {
+            tracing::warn!(%error, "cannot look for the files of expired exports");
+            return;
+        }
+    };
+    for job in jobs {
+        match engine.delete_export_files(&job).await {
+            Ok(()) => {
+                if let Err(error) = jhe_catalog::export_files_deleted(pool, &job).await {
+                    tracing::warn!(%error, job, "cannot record that an export's files were deleted");
+                }
+            }
+            Err(error) => tracing::warn!(%error, job, "cannot delete the files of an expired or withdrawn export"),
+        }
     }
 }
 
@@ -212,12 +273,8 @@ async fn kick_off(
     }
     let study_id = study.trim().parse::<i64>().map_err(|_| ApiError::not_found("Group"))?;
     let request = export_request(study_id, params)?;
-    if !caller.is_practitioner() {
-        return Err(ApiError::forbidden("a Group export is for practitioners; patients read their own data by search"));
-    }
     // the caller's right to the study, checked now so that the job fails only for server reasons
-    let filters = ObservationFilters { study_id: Some(study_id), ..ObservationFilters::default() };
-    AccessScope::resolve(&state.pool, &caller, &filters).await?;
+    study_scope(&state.pool, &caller, study_id).await?;
 
     let request_url = match query {
         Some(query) if !query.is_empty() => format!("{}{}?{query}", url.base, url.path),
@@ -266,17 +323,45 @@ async fn run(pool: sqlx::PgPool, engine: QueryEngine, caller: Caller, request: E
         }
     };
     running_exports().remove(&job);
-    let (status, output, error) = match result {
-        Ok(Some(files)) => {
-            let output: Vec<Value> = files
+    let Some((status, output, contents, error)) = outcome(&job, result) else { return };
+    let outcome = ExportOutcome {
+        status,
+        output: &output,
+        contents: &contents,
+        error: error.as_deref(),
+        keep_for: engine.export_ttl(),
+    };
+    match jhe_catalog::finish_export_job(&pool, &job, &outcome).await {
+        Ok(true) => tracing::info!(job, status, "export finished"),
+        Ok(false) => {
+            // cancelled or withdrawn between the last heartbeat and now: its files must go as well
+            tracing::info!(job, "export finished after it was cancelled or withdrawn");
+            if let Err(error) = engine.delete_export_files(&job).await {
+                tracing::warn!(%error, job, "cannot delete the files of a cancelled export");
+            }
+        }
+        Err(error) => tracing::error!(%error, job, "cannot record the end of an export"),
+    }
+}
+
+/// What to record of an export's end: status, output, contents and error; `None` when it was stopped (there is
+/// nothing to record: the job was cancelled or withdrawn).
+fn outcome(
+    job: &str,
+    result: jhe_query::Result<Option<WrittenExport>>,
+) -> Option<(&'static str, Value, Value, Option<String>)> {
+    match result {
+        Ok(Some(written)) => {
+            let output: Vec<Value> = written
+                .files
                 .iter()
                 .map(|file| json!({"type": file.resource_type, "name": file.name, "count": file.count}))
                 .collect();
-            (jhe_catalog::EXPORT_COMPLETED, Value::Array(output), None)
+            Some((jhe_catalog::EXPORT_COMPLETED, Value::Array(output), written.contents.to_json(), None))
         }
         Ok(None) => {
-            tracing::info!(job, "export stopped: it was cancelled");
-            return;
+            tracing::info!(job, "export stopped: it was cancelled or withdrawn");
+            None
         }
         Err(error) => {
             tracing::error!(%error, job, "export failed");
@@ -286,20 +371,22 @@ async fn run(pool: sqlx::PgPool, engine: QueryEngine, caller: Caller, request: E
                 }
                 _ => "the export failed on the server; the server log has the details".to_owned(),
             });
-            (jhe_catalog::EXPORT_FAILED, json!([]), Some(message))
+            Some((jhe_catalog::EXPORT_FAILED, json!([]), json!({}), Some(message)))
         }
-    };
-    match jhe_catalog::finish_export_job(&pool, &job, status, &output, error.as_deref()).await {
-        Ok(true) => tracing::info!(job, status, "export finished"),
-        Ok(false) => {
-            // cancelled between the last heartbeat and now: its files must go as well
-            tracing::info!(job, "export finished after it was cancelled");
-            if let Err(error) = engine.delete_export_files(&job).await {
-                tracing::warn!(%error, job, "cannot delete the files of a cancelled export");
-            }
-        }
-        Err(error) => tracing::error!(%error, job, "cannot record the end of an export"),
     }
+}
+
+/// What `caller` may see of a study, which is also their right to export it: a practitioner whose organizations
+/// hold the study (403 otherwise) sees the consented (patient, code) pairs of its patients. Checked at kick-off
+/// and again on every status and file request.
+async fn study_scope(pool: &PgPool, caller: &Caller, study_id: i64) -> Result<AccessScope, QueryError> {
+    if !caller.is_practitioner() {
+        return Err(QueryError::Forbidden(
+            "a Group export is for practitioners; patients read their own data by search".to_owned(),
+        ));
+    }
+    let filters = ObservationFilters { study_id: Some(study_id), ..ObservationFilters::default() };
+    AccessScope::resolve(pool, caller, &filters).await
 }
 
 /// The caller's own job, failed first if its process is gone; 404 for anyone else's, a cancelled or an unknown
@@ -318,6 +405,99 @@ async fn own_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Expor
     Ok(job)
 }
 
+/// The caller's own job ([`own_job`]) while the rights it was made under last: 403 when the caller may no longer
+/// export its study; 410 when it expired or was withdrawn, or when its files hold a (patient, code) pair the
+/// caller may no longer see. A job refused for lost rights or past its time is ended and its files deleted.
+async fn live_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ExportJob> {
+    let job = own_job(state, caller, id).await?;
+    let scope = match study_scope(&state.pool, caller, job.study_id).await {
+        Ok(scope) => scope,
+        Err(error) if error.kind() == ErrorKind::Forbidden => {
+            withdraw(state, &job, jhe_catalog::EXPORT_WITHDRAWN, RIGHTS_LOST).await;
+            return Err(error.into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if let Some(gone) = gone(&job) {
+        return Err(gone);
+    }
+    if job.status == jhe_catalog::EXPORT_COMPLETED {
+        if let Some(expires_at) = job.expires_at.filter(|expires_at| *expires_at <= Utc::now()) {
+            let detail = expired(expires_at);
+            withdraw(state, &job, jhe_catalog::EXPORT_EXPIRED, &detail).await;
+            return Err(ApiError::new(ErrorKind::Gone, detail));
+        }
+        // contents that cannot be read are treated as not shareable
+        if !ExportContents::from_json(&job.contents).is_some_and(|contents| contents.is_within(&scope)) {
+            withdraw(state, &job, jhe_catalog::EXPORT_WITHDRAWN, CONSENT_CHANGED).await;
+            return Err(ApiError::new(ErrorKind::Gone, CONSENT_CHANGED));
+        }
+    }
+    Ok(job)
+}
+
+/// The 410 of a job that expired or was withdrawn; `None` for any other.
+fn gone(job: &ExportJob) -> Option<ApiError> {
+    match job.status.as_str() {
+        jhe_catalog::EXPORT_EXPIRED => {
+            Some(ApiError::new(ErrorKind::Gone, expired(job.expires_at.unwrap_or(job.transaction_time))))
+        }
+        jhe_catalog::EXPORT_WITHDRAWN => {
+            Some(ApiError::new(ErrorKind::Gone, job.error.clone().unwrap_or_else(|| CONSENT_CHANGED.to_owned())))
+        }
+        _ => None,
+    }
+}
+
+/// Why an expired job is gone.
+fn expired(expires_at: DateTime<Utc>) -> String {
+    let at = expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    format!("This export expired at {at} and its files were deleted; start a new export.")
+}
+
+/// Ends `job` as `status` (expired or withdrawn) for `reason`, and removes its files ([`discard_files`]). Failures
+/// are logged only: the caller is refused either way, the next request tries again, and the sweeper retries
+/// deleting the files.
+async fn withdraw(state: &AppState, job: &ExportJob, status: &str, reason: &str) {
+    let previous = match jhe_catalog::withdraw_export_job(&state.pool, &job.id, status, reason).await {
+        Ok(Some(previous)) => previous,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, job = %job.id, status, "cannot end an export whose rights are gone");
+            return;
+        }
+    };
+    tracing::info!(user = job.user_id, job = %job.id, status, "export ended: its files are no longer served");
+    match discard_files(state, &job.id, &previous).await {
+        Ok(true) => {
+            if let Err(error) = jhe_catalog::export_files_deleted(&state.pool, &job.id).await {
+                tracing::warn!(%error, job = %job.id, "cannot record that an export's files were deleted");
+            }
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(?error, job = %job.id, "cannot delete the files of an ended export"),
+    }
+}
+
+/// Removes the files of a job that was just cancelled or withdrawn while it was `previous`. A running export on
+/// this process stops and deletes what it wrote; a finished job's files are deleted now (then `true`); a job still
+/// running elsewhere (another replica, or here between the end of its export and recording it) finds out at its
+/// heartbeat or when it records its end, and deletes them.
+async fn discard_files(state: &AppState, job: &str, previous: &str) -> ApiResult<bool> {
+    let running_here = running_exports().get(job).cloned();
+    match running_here {
+        Some(control) => control.stop(),
+        None if previous != jhe_catalog::EXPORT_RUNNING => {
+            if let Some(engine) = state.query.as_ref() {
+                engine.delete_export_files(job).await?;
+                return Ok(true);
+            }
+        }
+        None => {}
+    }
+    Ok(false)
+}
+
 async fn status(
     State(state): State<AppState>,
     auth: Result<Auth, ApiError>,
@@ -329,33 +509,9 @@ async fn status(
 
 async fn status_of(state: &AppState, auth: Result<Auth, ApiError>, url: &RequestUrl, id: &str) -> ApiResult<Response> {
     let Auth(caller) = auth?;
-    let job = own_job(state, &caller, id).await?;
+    let job = live_job(state, &caller, id).await?;
     match job.status.as_str() {
-        jhe_catalog::EXPORT_COMPLETED => {
-            let output: Vec<Value> = job
-                .output
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|file| {
-                    let name = file["name"].as_str().unwrap_or_default();
-                    json!({
-                        "type": file["type"],
-                        "url": format!("{}/FHIR/R5/$export-file/{}/{name}", url.base, job.id),
-                        "count": file["count"],
-                    })
-                })
-                .collect();
-            let manifest = json!({
-                "transactionTime": job.transaction_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                "request": job.request,
-                "requiresAccessToken": true,
-                "output": output,
-                "error": [],
-            });
-            Ok(axum::Json(manifest).into_response())
-        }
+        jhe_catalog::EXPORT_COMPLETED => Ok(manifest(&job, url)),
         jhe_catalog::EXPORT_FAILED => Err(ApiError::new(
             ErrorKind::Internal,
             job.error.unwrap_or_else(|| "the export failed on the server".to_owned()),
@@ -372,6 +528,38 @@ async fn status_of(state: &AppState, auth: Result<Auth, ApiError>, url: &Request
     }
 }
 
+/// A completed job's manifest, with an `Expires` header saying until when its files are served.
+fn manifest(job: &ExportJob, url: &RequestUrl) -> Response {
+    let output: Vec<Value> = job
+        .output
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|file| {
+            let name = file["name"].as_str().unwrap_or_default();
+            json!({
+                "type": file["type"],
+                "url": format!("{}/FHIR/R5/$export-file/{}/{name}", url.base, job.id),
+                "count": file["count"],
+            })
+        })
+        .collect();
+    let manifest = json!({
+        "transactionTime": job.transaction_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "request": job.request,
+        "requiresAccessToken": true,
+        "output": output,
+        "error": [],
+    });
+    let mut response = axum::Json(manifest).into_response();
+    let expires = job.expires_at.map(|at| at.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+    if let Some(expires) = expires.and_then(|expires| HeaderValue::from_str(&expires).ok()) {
+        response.headers_mut().insert(header::EXPIRES, expires);
+    }
+    response
+}
+
 /// `DELETE`: cancels a running job, or withdraws a finished one's files; both 202.
 async fn cancel(State(state): State<AppState>, auth: Result<Auth, ApiError>, Path(id): Path<String>) -> Response {
     fhir(cancel_job(&state, auth, &id).await)
@@ -386,19 +574,7 @@ async fn cancel_job(state: &AppState, auth: Result<Auth, ApiError>, id: &str) ->
         return Ok(StatusCode::ACCEPTED.into_response());
     };
     tracing::info!(user = caller.user_id, job = %job.id, "export cancelled");
-    let running_here = running_exports().get(&job.id).cloned();
-    match running_here {
-        // the export deletes what it wrote as it stops
-        Some(control) => control.stop(),
-        // a finished job's files go now; a job still running (on another replica, or here between the end of its
-        // export and recording it) finds the cancel when it records its end or beats its heartbeat, and deletes them
-        None if previous != jhe_catalog::EXPORT_RUNNING => {
-            if let Some(engine) = state.query.as_ref() {
-                engine.delete_export_files(&job.id).await?;
-            }
-        }
-        None => {}
-    }
+    discard_files(state, &job.id, &previous).await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
@@ -413,7 +589,7 @@ async fn file(
 async fn file_of(state: &AppState, auth: Result<Auth, ApiError>, id: &str, name: &str) -> ApiResult<Response> {
     let Auth(caller) = auth?;
     let engine = engine(state)?;
-    let job = own_job(state, &caller, id).await?;
+    let job = live_job(state, &caller, id).await?;
     let not_found = || ApiError::new(ErrorKind::NotFound, format!("No file `{name}` in export job `{id}`."));
     let listed = job.status == jhe_catalog::EXPORT_COMPLETED
         && job.output.as_array().is_some_and(|files| files.iter().any(|file| file["name"] == name));

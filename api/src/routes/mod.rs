@@ -20,7 +20,7 @@ mod settings;
 mod studies;
 mod users;
 
-pub(crate) use fhir_export::fail_stale_jobs as fail_stale_export_jobs;
+pub(crate) use fhir_export::start_upkeep as start_export_upkeep;
 
 use crate::AppState;
 use crate::error::ApiError;

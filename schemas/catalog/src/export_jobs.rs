@@ -1,6 +1,7 @@
 //! FHIR Bulk Data export jobs (`export_jobs`): created at kick-off, updated by the task that writes the files,
 //! read by the status and file routes. Updates that end a job only apply to a running one, so a cancel that
-//! arrives first wins over the task's late completion.
+//! arrives first wins over the task's late completion. A completed job's files are served until it expires or is
+//! withdrawn (its caller lost the rights it was made under); then its files are deleted and its row says why.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -15,6 +16,11 @@ pub const EXPORT_COMPLETED: &str = "completed";
 pub const EXPORT_FAILED: &str = "failed";
 /// Cancelled by its user (the status then answers 404, as FHIR Bulk Data asks).
 pub const EXPORT_CANCELLED: &str = "cancelled";
+/// Past `expires_at`: its files are deleted.
+pub const EXPORT_EXPIRED: &str = "expired";
+/// Its user lost the rights it was made under (membership, role, a patient's consent): its files are deleted and
+/// `error` says why.
+pub const EXPORT_WITHDRAWN: &str = "withdrawn";
 
 /// One export job.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -35,6 +41,10 @@ pub struct ExportJob {
     pub output: serde_json::Value,
     pub error: Option<String>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the files hold, `{system: {code: [patient ids]}}`, recorded on completion.
+    pub contents: serde_json::Value,
+    /// When a completed job's files expire.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What a kick-off records.
@@ -50,7 +60,7 @@ pub struct NewExportJob<'a> {
 }
 
 const COLUMNS: &str = "id, user_id, study_id, request, output_format, since, status, instance, transaction_time, \
-                       progress, output, error, finished_at";
+                       progress, output, error, finished_at, contents, expires_at";
 
 /// Records a running job with a new random id.
 pub async fn create_export_job(pool: &PgPool, job: &NewExportJob<'_>) -> Result<ExportJob> {
@@ -83,23 +93,33 @@ pub async fn export_job(pool: &PgPool, id: &str) -> Result<Option<ExportJob>> {
     Ok(row)
 }
 
-/// Ends a running job as `status` (completed with `output`, failed with `error`, or cancelled); `false` when
-/// the job was not running any more.
-pub async fn finish_export_job(
-    pool: &PgPool,
-    id: &str,
-    status: &str,
-    output: &serde_json::Value,
-    error: Option<&str>,
-) -> Result<bool> {
+/// How a running job ended.
+#[derive(Debug, Clone)]
+pub struct ExportOutcome<'a> {
+    /// [`EXPORT_COMPLETED`] or [`EXPORT_FAILED`].
+    pub status: &'a str,
+    /// `[{"type", "name", "count"}]`: the files written.
+    pub output: &'a serde_json::Value,
+    /// What the files hold (see [`ExportJob::contents`]).
+    pub contents: &'a serde_json::Value,
+    pub error: Option<&'a str>,
+    /// How long the files are kept from now.
+    pub keep_for: std::time::Duration,
+}
+
+/// Ends a running job with `outcome`; `false` when the job was not running any more.
+pub async fn finish_export_job(pool: &PgPool, id: &str, outcome: &ExportOutcome<'_>) -> Result<bool> {
     let done = sqlx::query(
-        "UPDATE export_jobs SET status = $2, output = $3, error = $4, finished_at = now()
+        "UPDATE export_jobs SET status = $2, output = $3, contents = $4, error = $5, finished_at = now(),
+                                expires_at = now() + make_interval(secs => $6)
          WHERE id = $1 AND status = 'running'",
     )
     .bind(id)
-    .bind(status)
-    .bind(output)
-    .bind(error)
+    .bind(outcome.status)
+    .bind(outcome.output)
+    .bind(outcome.contents)
+    .bind(outcome.error)
+    .bind(outcome.keep_for.as_secs_f64())
     .execute(pool)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -120,6 +140,56 @@ pub async fn cancel_export_job(pool: &PgPool, id: &str) -> Result<Option<String>
     .fetch_optional(pool)
     .await?;
     Ok(previous)
+}
+
+/// Ends a job that is not over yet (running, completed or failed) as `status` ([`EXPORT_EXPIRED`] or
+/// [`EXPORT_WITHDRAWN`]) with `reason` as its error; a running job's task finds out at its next heartbeat. Returns
+/// the status the job had, read in the same statement (see [`cancel_export_job`]); `None` when it had already ended
+/// otherwise.
+pub async fn withdraw_export_job(pool: &PgPool, id: &str, status: &str, reason: &str) -> Result<Option<String>> {
+    let previous: Option<String> = sqlx::query_scalar(
+        "UPDATE export_jobs j SET status = $2, error = $3, finished_at = coalesce(j.finished_at, now())
+         FROM (SELECT id, status FROM export_jobs WHERE id = $1 FOR UPDATE) previous
+         WHERE j.id = previous.id AND previous.status IN ('running', 'completed', 'failed')
+         RETURNING previous.status",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(reason)
+    .fetch_optional(pool)
+    .await?;
+    Ok(previous)
+}
+
+/// Marks expired the completed jobs whose `expires_at` has passed; returns how many.
+pub async fn expire_export_jobs(pool: &PgPool) -> Result<u64> {
+    let done =
+        sqlx::query("UPDATE export_jobs SET status = 'expired' WHERE status = 'completed' AND expires_at <= now()")
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+/// Up to `limit` expired or withdrawn jobs whose files are not known to be deleted yet.
+pub async fn export_jobs_with_files_left(pool: &PgPool, limit: i64) -> Result<Vec<String>> {
+    let ids = sqlx::query_scalar(
+        "SELECT id FROM export_jobs
+         WHERE status IN ('expired', 'withdrawn') AND files_deleted_at IS NULL
+         ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids)
+}
+
+/// Records that the files of an expired or withdrawn job were deleted.
+pub async fn export_files_deleted(pool: &PgPool, id: &str) -> Result<()> {
+    sqlx::query("UPDATE export_jobs SET files_deleted_at = now() WHERE id = $1 AND files_deleted_at IS NULL")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// A running job's sign of life, with its progress text; returns whether the job is still running (`false`:
