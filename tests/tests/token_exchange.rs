@@ -78,7 +78,8 @@ impl Ehr {
     }
 }
 
-/// A jhe that trusts `ehr`, knows the EHR launch client, and whose Mary is the EHR's practitioner 17.
+/// A jhe that trusts `ehr`, knows the EHR launch client (registered for the exchange by the seeded
+/// `auth.token_exchange_clients`), and whose Mary is linked to the EHR's practitioner 17.
 async fn server_trusting(ehr: &Ehr) -> (TestServer, String) {
     let server = TestServer::start().await.unwrap();
     let pool = &server.db.pool;
@@ -104,12 +105,16 @@ async fn server_trusting(ehr: &Ehr) -> (TestServer, String) {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query("UPDATE users SET identifier = $1 WHERE email = $2")
-        .bind(PRACTITIONER)
-        .bind(seeded::MARY)
-        .execute(pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO ehr_practitioner_links (issuer, practitioner_id, user_id)
+         SELECT $1, $2, id FROM users WHERE email = $3",
+    )
+    .bind(&ehr.issuer)
+    .bind(PRACTITIONER)
+    .bind(seeded::MARY)
+    .execute(pool)
+    .await
+    .unwrap();
     (server, site.trim_end_matches('/').to_owned())
 }
 

@@ -1,6 +1,7 @@
 //! Federated login state (docs/identity.md "Federated login"): sign-ins in progress at an upstream OpenID Connect
-//! provider, and the links from upstream accounts (issuer, subject) to jhe users. Policy (which user may sign in,
-//! the matching rule) lives in the `api` crate; this module makes each step atomic.
+//! provider, and the links from upstream accounts (issuer, subject) to jhe users; also the links from EHR
+//! practitioners (issuer, Practitioner id) to jhe users that the SMART token exchange follows. Policy (which user
+//! may sign in, the matching rule) lives in the `api` crate; this module makes each step atomic.
 
 use crate::Result;
 use crate::tokens::token_digest;
@@ -179,4 +180,19 @@ pub async fn active_user_email_verified(pool: &PgPool, user_id: i64) -> Result<O
         .fetch_optional(pool)
         .await?
         .map(|row| (row.email, row.email_is_verified)))
+}
+
+/// The active practitioner user linked to the EHR practitioner `practitioner_id` of `issuer` (the SMART token
+/// exchange, §7.6: the id its ID token's `fhirUser` names). The issuer is part of the key, so an id names a user
+/// only for the EHR it was registered for; a trailing slash of the issuer is ignored.
+pub async fn ehr_practitioner_user(pool: &PgPool, issuer: &str, practitioner_id: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT u.id FROM ehr_practitioner_links l JOIN users u ON u.id = l.user_id
+         WHERE l.issuer = $1 AND l.practitioner_id = $2 AND u.is_active
+           AND EXISTS (SELECT 1 FROM practitioners p WHERE p.user_id = u.id)",
+        issuer.trim_end_matches('/'),
+        practitioner_id,
+    )
+    .fetch_optional(pool)
+    .await?)
 }

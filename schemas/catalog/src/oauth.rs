@@ -585,17 +585,3 @@ pub async fn redeem_invitation(pool: &PgPool, token_hash: &str) -> Result<Redemp
     tx.commit().await?;
     Ok(outcome)
 }
-
-/// The active practitioner user whose `identifier` is `identifier` (how an EHR's `fhirUser` names a practitioner
-/// in the SMART token exchange, §7.6).
-pub async fn practitioner_user_by_identifier(pool: &PgPool, identifier: &str) -> Result<Option<i64>> {
-    let user = sqlx::query_scalar!(
-        "SELECT u.id FROM users u JOIN practitioners p ON p.user_id = u.id
-         WHERE u.identifier = $1 AND u.identifier <> '' AND u.is_active
-         ORDER BY u.id LIMIT 1",
-        identifier,
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(user)
-}

@@ -830,6 +830,8 @@ fn default_settings(site_url: &str) -> Vec<(&'static str, SettingValue<'_>)> {
         ("auth.patient_access_clients", Json(json!([]))),
         ("auth.sof.trusted_issuers", Json(json!(["https://fhir.epic.com/interconnect-fhir-oauth/oauth2"]))),
         ("auth.sof.trusted_audience", Text(EPIC_SANDBOX_CLIENT_ID)),
+        // the clients registered for the token exchange: the reference's "SoF EHR Launch" application
+        ("auth.token_exchange_clients", Json(json!(["sof-ehr-launch"]))),
         ("module.ow", Bool(false)),
         ("ow.sync_in_progress", Text("")),
         ("ow.api_url", Text("http://localhost:8001")),

@@ -1,14 +1,17 @@
 //! SMART EHR-launch token exchange (`POST /o/token-exchange`, RFC 8693, jhe-compat §7.6): an app launched from an
 //! EHR trades the EHR's ID token for a jhe access token that acts as the practitioner the ID token names.
 //!
-//! * The client authenticates as a confidential client (HTTP Basic or form), as at `/o/token/`.
+//! * The client authenticates as a confidential client (HTTP Basic or form), as at `/o/token/`, and must be
+//!   registered for the exchange: its client id listed in the `auth.token_exchange_clients` setting. Any other
+//!   client (a practitioner's API key, say) is refused before the subject token is looked at.
 //! * The ID token's issuer must be listed in the `auth.sof.trusted_issuers` setting (a trailing slash ignored);
 //!   its keys come from the JWKS named by `<iss>/.well-known/smart-configuration`, else
 //!   `<iss>/.well-known/openid-configuration`, fetched over https only (plain http is accepted for loopback
 //!   issuers, so a local EHR sandbox and the tests work) and kept for five minutes; an unknown `kid` refetches
 //!   once, so the EHR's key rotation is followed.
 //! * RS256, RS384 or ES384; `aud` must be the `auth.sof.trusted_audience` setting; 30 s of clock leeway.
-//! * `fhirUser` must end in `Practitioner/<id>`, and `<id>` is the `identifier` of an active jhe practitioner.
+//! * `fhirUser` must end in `Practitioner/<id>`, and (issuer, `<id>`) must be linked to an active jhe practitioner
+//!   (`ehr_practitioner_links`): an id alone names no one, since two EHRs may both have a Practitioner/17.
 //! * Errors are `{"error": "<message>"}` with 400, 401, 403, 404, 500 or 502, as the reference answers.
 
 use std::collections::HashMap;
@@ -33,6 +36,8 @@ use crate::extract::RequestUrl;
 const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const ID_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:id_token";
+/// The setting listing the client ids registered for the exchange.
+const EXCHANGE_CLIENTS_SETTING: &str = "auth.token_exchange_clients";
 /// Clock difference tolerated between the EHR and jhe.
 const LEEWAY_SECONDS: u64 = 30;
 /// How long an issuer's keys are trusted before they are fetched again.
@@ -131,24 +136,9 @@ async fn exchange_inner(
         return Err(ExchangeError::bad_request("scope: only openid may be requested"));
     }
 
-    let client = authenticate_client(state, presented_client(headers, &pairs).ok().flatten())
-        .await
-        .map_err(|_| ExchangeError::unauthorized("client authentication failed"))?;
-    if !client.is_confidential() {
-        return Err(ExchangeError::unauthorized("the token exchange is for confidential clients"));
-    }
-
-    let claims = verify_subject_token(state, subject_token).await?;
-    let fhir_user = claims["fhirUser"].as_str().unwrap_or_default();
-    let Some(identifier) = practitioner_id(fhir_user) else {
-        return Err(ExchangeError::new(
-            StatusCode::FORBIDDEN,
-            "the subject_token's fhirUser must name a Practitioner (…/Practitioner/<id>)",
-        ));
-    };
-    let user_id = jhe_catalog::practitioner_user_by_identifier(&state.pool, identifier).await?.ok_or_else(|| {
-        ExchangeError::new(StatusCode::NOT_FOUND, format!("no practitioner has the identifier {identifier}"))
-    })?;
+    let client = exchange_client(state, headers, &pairs).await?;
+    let subject = verify_subject_token(state, subject_token).await?;
+    let user_id = acting_practitioner(state, &subject).await?;
     let tokens = jhe_catalog::issue_tokens(
         &state.pool,
         &jhe_catalog::TokenGrant {
@@ -175,6 +165,56 @@ async fn exchange_inner(
     Ok(response)
 }
 
+/// The calling client, once it authenticated as a confidential client registered for the exchange (listed in
+/// `auth.token_exchange_clients`). Checked before the subject token is read, so an unregistered client — a
+/// practitioner's API key, say — obtains nothing and cannot make jhe fetch an issuer's keys either.
+async fn exchange_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    pairs: &[(String, String)],
+) -> Result<jhe_catalog::OAuthClient, ExchangeError> {
+    let client = authenticate_client(state, presented_client(headers, pairs).ok().flatten())
+        .await
+        .map_err(|_| ExchangeError::unauthorized("client authentication failed"))?;
+    if !client.is_confidential() {
+        return Err(ExchangeError::unauthorized("the token exchange is for confidential clients"));
+    }
+    let registered = jhe_catalog::setting_json(&state.pool, EXCHANGE_CLIENTS_SETTING).await?;
+    if !lists_client(registered.as_ref(), &client.client_id) {
+        return Err(ExchangeError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unauthorized_client: the client {} is not registered for the token exchange \
+                 ({EXCHANGE_CLIENTS_SETTING})",
+                client.client_id
+            ),
+        ));
+    }
+    Ok(client)
+}
+
+/// Whether the setting's value (a JSON list of client ids) names `client_id`; anything else names no one.
+fn lists_client(setting: Option<&Value>, client_id: &str) -> bool {
+    setting.and_then(Value::as_array).is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(client_id)))
+}
+
+/// The jhe user the subject token's `fhirUser` names: the practitioner linked to (issuer, Practitioner id).
+async fn acting_practitioner(state: &AppState, subject: &SubjectToken) -> Result<i64, ExchangeError> {
+    let fhir_user = subject.claims["fhirUser"].as_str().unwrap_or_default();
+    let Some(id) = practitioner_id(fhir_user) else {
+        return Err(ExchangeError::new(
+            StatusCode::FORBIDDEN,
+            "the subject_token's fhirUser must name a Practitioner (…/Practitioner/<id>)",
+        ));
+    };
+    jhe_catalog::ehr_practitioner_user(&state.pool, &subject.issuer, id).await?.ok_or_else(|| {
+        ExchangeError::new(
+            StatusCode::NOT_FOUND,
+            format!("no practitioner is linked to Practitioner/{id} of the issuer {}", subject.issuer),
+        )
+    })
+}
+
 /// `<id>` of a `fhirUser` that ends in `Practitioner/<id>` (absolute or relative).
 fn practitioner_id(fhir_user: &str) -> Option<&str> {
     let (before, id) = fhir_user.trim().rsplit_once('/')?;
@@ -182,8 +222,15 @@ fn practitioner_id(fhir_user: &str) -> Option<&str> {
     (is_practitioner && !id.is_empty()).then_some(id)
 }
 
-/// The subject token's claims once its issuer is trusted and its signature, audience and lifetime hold.
-async fn verify_subject_token(state: &AppState, token: &str) -> Result<Value, ExchangeError> {
+/// A subject token whose issuer is trusted and whose signature, audience and lifetime hold.
+struct SubjectToken {
+    /// `iss`, as verified
+    issuer: String,
+    claims: Value,
+}
+
+/// The subject token once its issuer is trusted and its signature, audience and lifetime hold.
+async fn verify_subject_token(state: &AppState, token: &str) -> Result<SubjectToken, ExchangeError> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|error| ExchangeError::bad_request(format!("subject_token is not a JWT: {error}")))?;
     if !matches!(header.alg, Algorithm::RS256 | Algorithm::RS384 | Algorithm::ES384) {
@@ -225,7 +272,7 @@ async fn verify_subject_token(state: &AppState, token: &str) -> Result<Value, Ex
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
     let verified = jsonwebtoken::decode::<Value>(token, &key, &validation)
         .map_err(|error| ExchangeError::unauthorized(format!("subject_token is not valid: {error}")))?;
-    Ok(verified.claims)
+    Ok(SubjectToken { issuer, claims: verified.claims })
 }
 
 /// Issuers' keys, fetched at most every [`JWKS_TTL`] (and again for a `kid` they lack).
@@ -336,6 +383,17 @@ mod tests {
         assert_eq!(practitioner_id("https://ehr.example.org/fhir/NotPractitioner/7"), None);
         assert_eq!(practitioner_id("Practitioner/"), None);
         assert_eq!(practitioner_id(""), None);
+    }
+
+    #[test]
+    fn only_listed_clients_are_registered() {
+        let listed = json!(["sof-ehr-launch", "other"]);
+        assert!(lists_client(Some(&listed), "sof-ehr-launch"));
+        assert!(!lists_client(Some(&listed), "sof-ehr"));
+        assert!(!lists_client(Some(&json!([])), "sof-ehr-launch"));
+        assert!(!lists_client(Some(&json!("sof-ehr-launch")), "sof-ehr-launch"));
+        assert!(!lists_client(Some(&json!([{"id": "sof-ehr-launch"}])), "sof-ehr-launch"));
+        assert!(!lists_client(None, "sof-ehr-launch"));
     }
 
     #[test]
