@@ -28,6 +28,10 @@ pub use routes::oauth::{CALLBACK_PATH as OIDC_CALLBACK_PATH, Federation, Federat
 /// ID-token signing keys of the OAuth provider (`rotate_signing_key` makes a new key sign from now on).
 pub use routes::oauth::{KeyError, rotate_signing_key};
 
+/// The search-parameter parser of the Postgres-backed FHIR resources, for the fuzz target (`api/fuzz`).
+#[doc(hidden)]
+pub use routes::parse_fhir_search_for_fuzzing;
+
 /// The version `GET /health` reports.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 

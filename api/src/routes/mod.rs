@@ -21,6 +21,8 @@ mod studies;
 mod users;
 
 pub(crate) use fhir_export::start_upkeep as start_export_upkeep;
+#[doc(hidden)]
+pub use fhir_read::parse_for_fuzzing as parse_fhir_search_for_fuzzing;
 
 use crate::AppState;
 use crate::error::ApiError;

@@ -6,7 +6,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One folder of reference data.
 pub struct Reference {
@@ -48,10 +48,12 @@ pub const EXAMPLE_DATA_POINTS: Reference = Reference {
     published: "https://github.com/jupyterhealth/jupyterhealth-exchange",
 };
 
-/// The folder `reference` names: its variable when set, else its place under `../shared/reference`.
+/// The folder `reference` names: its variable when set, else its place under `../shared/reference` beside the
+/// clone (the crate's folder is one level inside the clone).
 fn location(reference: &Reference) -> PathBuf {
     std::env::var_os(reference.variable).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference")).join(reference.default)
+        let beside_the_clone = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap_or(Path::new("/"));
+        beside_the_clone.join("shared/reference").join(reference.default)
     })
 }
 
