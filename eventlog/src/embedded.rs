@@ -11,15 +11,18 @@
 //! ```
 //!
 //! * **Appends** go through one writer thread per topic ([`writer`]) with group commit: a send resolves once its
-//!   records are written and fdatasync'ed, and concurrent sends share one fsync per partition.
+//!   records are written and fdatasync'ed, and concurrent sends share one fsync per partition. A group is all or
+//!   nothing across its partitions, also over a crash: a send that failed is not delivered after a restart.
 //! * **Partitioning**: a non-empty key goes to `crc32(key) % partitions`, so one key keeps its order in one
 //!   partition; records without a key go to one partition per `send`, chosen round robin.
 //! * **Consumers** ([`reader`]) get every partition at creation, start where the [`PositionStore`] says and follow the
 //!   writer, reading only what is durable.
 //! * **Retention**: [`EmbeddedConsumer::processed`] deletes segments wholly before the processed positions (never the
 //!   active one); segments roll at 64 MiB.
-//! * **Recovery**: opening scans only the last segment of each partition and cuts off a torn tail.
+//! * **Recovery**: opening scans only the last segment of each partition, cuts off a torn tail, and drops the last
+//!   group if not every partition it spans committed it ([`writer::settle_last_group`]).
 
+mod faults;
 mod reader;
 mod segment;
 mod writer;
@@ -98,6 +101,8 @@ struct TopicShared {
     state: Mutex<SharedState>,
     /// Signalled whenever `state.generation` moves.
     changed: Condvar,
+    /// Fsyncs and truncations of the partitions' active segments go through it (failures injected in tests).
+    faults: faults::IoFaults,
 }
 
 #[derive(Debug)]
@@ -287,6 +292,21 @@ impl EmbeddedLog {
     }
 }
 
+/// Test support: failure injection.
+#[cfg(feature = "fault-injection")]
+impl EmbeddedLog {
+    /// Makes the next `count` fsyncs and truncations of the active segment of `partition` of `topic` fail: an fsync
+    /// reports failure after really syncing (the data may be on disk anyway), a truncation leaves the file as it is.
+    /// Test support only: the `fault-injection` feature is off in the server.
+    #[doc(hidden)]
+    pub fn inject_io_failures(&self, topic: &str, partition: Partition, count: usize) -> Result<(), LogError> {
+        let topic = self.inner.topic(topic)?;
+        topic.partition_index(partition)?;
+        topic.shared.faults.plan(partition, count);
+        Ok(())
+    }
+}
+
 impl LogInner {
     fn lock_topics(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Topic>>> {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
@@ -340,6 +360,7 @@ impl LogInner {
                 .map_err(|error| unavailable(&partition_dir, &error))?;
             writers.push(writer);
         }
+        let next_group = writer::settle_last_group(&mut writers).map_err(|error| unavailable(&topic_dir, &error))?;
         if stored.is_none() {
             // Written last: a topic without its meta file is not a topic yet, and is created again.
             write_meta(&topic_dir, &TopicMeta::V1 { partitions }).map_err(|error| unavailable(&meta_path, &error))?;
@@ -356,9 +377,10 @@ impl LogInner {
                 ends: writers.iter().map(PartitionWriter::durable_end).collect(),
             }),
             changed: Condvar::new(),
+            faults: faults::IoFaults::default(),
         });
         let (queue, messages) = mpsc::channel(WRITER_QUEUE);
-        let writer = TopicWriter::new(Arc::clone(&shared), writers, self.segment_bytes);
+        let writer = TopicWriter::new(Arc::clone(&shared), writers, self.segment_bytes, next_group);
         let thread = std::thread::Builder::new()
             .name("jhe-log-writer".into())
             .spawn(move || writer.run(messages))

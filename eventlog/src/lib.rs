@@ -202,7 +202,9 @@ pub enum Producer {
 impl Producer {
     /// Appends `records` to `topic` and resolves once **every** record is durable (embedded: written and fsynced;
     /// Kafka: acknowledged by all in-sync replicas, idempotent producer). Records with the same key keep their
-    /// order. On error, some records may have been written (the caller did not acknowledge any of them).
+    /// order. On error, Kafka may have stored some of the records (the caller did not acknowledge any of them); the
+    /// embedded log stores none of them, also across partitions and a restart (unless the disk refused even to take
+    /// them back, which the error then says).
     pub async fn send(&self, topic: &str, records: Vec<Record>) -> Result<(), LogError> {
         match self {
             Self::Embedded(producer) => producer.send(topic, records).await,

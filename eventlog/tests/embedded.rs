@@ -1,5 +1,7 @@
-//! The embedded log through the public API: durability, offsets, partitioning, consumers, recovery and locking.
+//! The embedded log through the public API: durability, offsets, partitioning, consumers, recovery, all-or-nothing
+//! groups (with injected fsync failures) and locking.
 
+use jhe_eventlog::embedded::EmbeddedLog;
 use jhe_eventlog::{
     Consumed, Consumer, ConsumerEvent, ConsumerSettings, EventLog, LogConfig, LogError, Offset, Partition,
     PositionStore, Record,
@@ -321,14 +323,203 @@ async fn a_flipped_byte_in_the_tail_is_detected_by_the_checksum() {
         let log = open(dir.path(), 1).await;
         let producer = log.producer().unwrap();
         producer.send(TOPIC, (0..5).map(|index| record("k", &format!("value {index}"))).collect()).await.unwrap();
+        producer.send(TOPIC, (5..10).map(|index| record("k", &format!("value {index}"))).collect()).await.unwrap();
     }
+    // The last byte of the last record (before the 36-byte trailer of its group): that whole group is dropped.
     let segment = last_segment(dir.path(), 0);
     let mut bytes = std::fs::read(&segment).unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
+    let last_record_byte = bytes.len() - 36 - 1;
+    bytes[last_record_byte] ^= 0xff;
     std::fs::write(&segment, &bytes).unwrap();
     let log = open(dir.path(), 1).await;
-    assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 4)]);
+    assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 5)]);
+}
+
+/// The embedded log of `log`, for failure injection.
+fn embedded(log: &EventLog) -> &EmbeddedLog {
+    match log {
+        EventLog::Embedded(log) => log,
+        EventLog::Kafka(_) => panic!("not the embedded log"),
+    }
+}
+
+/// `count` records in each of two partitions (of 2: crc32("d") % 2 == 0, crc32("a") % 2 == 1), valued
+/// `<label> <index>`: one send spanning both.
+fn spanning(label: &str, count: usize) -> Vec<Record> {
+    ["d", "a"].iter().flat_map(|key| (0..count).map(move |index| record(key, &format!("{label} {index}")))).collect()
+}
+
+/// The labels of the records' values, each with how many records carry it, per partition.
+fn labels(received: &[Consumed]) -> BTreeMap<(Partition, String), usize> {
+    let mut labels = BTreeMap::new();
+    for consumed in received {
+        let value = String::from_utf8(consumed.value.clone()).unwrap();
+        let label = value.split(' ').next().unwrap().to_owned();
+        *labels.entry((consumed.partition, label)).or_default() += 1;
+    }
+    labels
+}
+
+/// Reads the whole topic from the start (exactly `count` records) and checks that offsets are dense.
+async fn read_all(log: &EventLog, count: usize) -> Vec<Consumed> {
+    let mut consumer = consumer(log, &[], ConsumerSettings::default());
+    assigned(&mut consumer).await;
+    let received = records(&mut consumer, count).await;
+    assert_quiet(&mut consumer).await;
+    for (partition, offsets) in offsets_by_partition(&received) {
+        assert_eq!(offsets, (0..offsets.len() as Offset).collect::<Vec<_>>(), "partition {partition}");
+    }
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_fsync_failed_in_one_partition_is_not_delivered_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), 2).await;
+        let producer = log.producer().unwrap();
+        producer.send(TOPIC, spanning("before", 5)).await.unwrap();
+        // Partition 0's fsync succeeds, partition 1's reports failure although its records reached the disk.
+        embedded(&log).inject_io_failures(TOPIC, 1, 1).unwrap();
+        let failed = producer.send(TOPIC, spanning("failed", 5)).await;
+        assert!(matches!(failed, Err(LogError::Write(_))), "{failed:?}");
+        // After a failed fsync the writer refuses appends until a restart; they are not stored either.
+        let refused = producer.send(TOPIC, spanning("refused", 5)).await;
+        assert!(matches!(refused, Err(LogError::Write(_))), "{refused:?}");
+        assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 5), (1, 5)]);
+        let received = read_all(&log, 10).await;
+        assert_eq!(labels(&received), BTreeMap::from([((0, "before".into()), 5), ((1, "before".into()), 5)]));
+    }
+
+    let log = open(dir.path(), 2).await;
+    assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 5), (1, 5)]);
+    log.producer().unwrap().send(TOPIC, spanning("restarted", 5)).await.unwrap();
+    let received = read_all(&log, 20).await;
+    assert_eq!(
+        labels(&received),
+        BTreeMap::from([
+            ((0, "before".into()), 5),
+            ((0, "restarted".into()), 5),
+            ((1, "before".into()), 5),
+            ((1, "restarted".into()), 5),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_group_is_dropped_on_restart_where_it_could_not_be_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path(), 2).await;
+        let producer = log.producer().unwrap();
+        producer.send(TOPIC, spanning("before", 3)).await.unwrap();
+        let lengths_before =
+            [0, 1].map(|partition| std::fs::metadata(last_segment(dir.path(), partition)).unwrap().len());
+        // Every fsync and truncation of partition 1 fails: the group's records and trailer stay in its segment.
+        embedded(&log).inject_io_failures(TOPIC, 1, usize::MAX).unwrap();
+        let failed = producer.send(TOPIC, spanning("failed", 3)).await;
+        assert!(matches!(failed, Err(LogError::Write(_))), "{failed:?}");
+        let lengths_after =
+            [0, 1].map(|partition| std::fs::metadata(last_segment(dir.path(), partition)).unwrap().len());
+        assert_eq!(lengths_after[0], lengths_before[0], "partition 0 took the group back");
+        assert!(lengths_after[1] > lengths_before[1], "partition 1 still holds the group");
+    }
+
+    let log = open(dir.path(), 2).await;
+    assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 3), (1, 3)]);
+    let received = read_all(&log, 6).await;
+    assert_eq!(labels(&received), BTreeMap::from([((0, "before".into()), 3), ((1, "before".into()), 3)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_fsyncs_of_a_group_delivers_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition_0_before = {
+        let log = open(dir.path(), 2).await;
+        let producer = log.producer().unwrap();
+        producer.send(TOPIC, spanning("before", 4)).await.unwrap();
+        let length = std::fs::metadata(last_segment(dir.path(), 0)).unwrap().len();
+        producer.send(TOPIC, spanning("crashed", 4)).await.unwrap();
+        length
+    };
+    // The crash came after partition 1's fsync and before partition 0's: only partition 1 kept the group.
+    OpenOptions::new().write(true).open(last_segment(dir.path(), 0)).unwrap().set_len(partition_0_before).unwrap();
+
+    {
+        let log = open(dir.path(), 2).await;
+        assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 4), (1, 4)]);
+        let received = read_all(&log, 8).await;
+        assert_eq!(labels(&received), BTreeMap::from([((0, "before".into()), 4), ((1, "before".into()), 4)]));
+        log.producer().unwrap().send(TOPIC, spanning("after", 4)).await.unwrap();
+    }
+    let log = open(dir.path(), 2).await;
+    let received = read_all(&log, 16).await;
+    assert_eq!(
+        labels(&received),
+        BTreeMap::from([
+            ((0, "after".into()), 4),
+            ((0, "before".into()), 4),
+            ((1, "after".into()), 4),
+            ((1, "before".into()), 4),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_are_delivered_whole_when_acknowledged_and_not_at_all_when_failed() {
+    const TASKS: usize = 8;
+    const SENDS: usize = 20;
+    const BEFORE_FAILURE: usize = 5;
+    const RECORDS: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (acknowledged, failed) = {
+        let log = open(dir.path(), 4).await;
+        let paused = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
+        let resumed = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..TASKS {
+            let producer = log.producer().unwrap();
+            let (paused, resumed) = (Arc::clone(&paused), Arc::clone(&resumed));
+            tasks.spawn(async move {
+                let mut outcomes = Vec::new();
+                for send in 0..SENDS {
+                    if send == BEFORE_FAILURE {
+                        paused.wait().await;
+                        resumed.wait().await;
+                    }
+                    let batch = (0..RECORDS)
+                        .map(|index| {
+                            record(&format!("patient-{task}-{}", index % 7), &format!("{task}:{send} {index}"))
+                        })
+                        .collect();
+                    outcomes.push((format!("{task}:{send}"), producer.send(TOPIC, batch).await.is_ok()));
+                }
+                outcomes
+            });
+        }
+        paused.wait().await;
+        embedded(&log).inject_io_failures(TOPIC, 2, 1).unwrap();
+        resumed.wait().await;
+        let mut outcomes = Vec::new();
+        while let Some(result) = tasks.join_next().await {
+            outcomes.extend(result.unwrap());
+        }
+        let (acknowledged, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, ok)| *ok);
+        let names = |outcomes: Vec<(String, bool)>| outcomes.into_iter().map(|(name, _)| name).collect::<HashSet<_>>();
+        (names(acknowledged), names(failed))
+    };
+    assert!(acknowledged.len() >= TASKS * BEFORE_FAILURE, "{acknowledged:?}");
+    assert!(!failed.is_empty(), "the injected failure failed a send");
+
+    let log = open(dir.path(), 4).await;
+    let received = read_all(&log, acknowledged.len() * RECORDS).await;
+    let mut delivered: HashMap<String, usize> = HashMap::new();
+    for consumed in &received {
+        let value = String::from_utf8(consumed.value.clone()).unwrap();
+        *delivered.entry(value.split(' ').next().unwrap().to_owned()).or_default() += 1;
+    }
+    assert_eq!(delivered.keys().cloned().collect::<HashSet<_>>(), acknowledged, "no record of a failed send");
+    assert!(delivered.values().all(|&count| count == RECORDS), "acknowledged sends are whole: {delivered:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,10 +1,11 @@
 //! The reader of one consumer: a dedicated thread that tails every partition of a topic.
 //!
 //! It asks the [`PositionStore`] where to start (a blocking call, fine on this thread), reports the assignment, then
-//! reads records up to each partition's durable end (published by the writer), cuts batches by count or by
-//! [`ConsumerSettings::max_batch_wait`] and hands them over through a bounded channel: when the caller falls behind,
-//! the channel fills and the thread blocks (backpressure). With nothing to read it sleeps on the topic's condition
-//! variable until the writer publishes, a seek arrives or the consumer is dropped.
+//! reads records up to each partition's durable end (published by the writer once a group is committed; group
+//! trailers are skipped), cuts batches by count or by [`ConsumerSettings::max_batch_wait`] and hands them over
+//! through a bounded channel: when the caller falls behind, the channel fills and the thread blocks (backpressure).
+//! With nothing to read it sleeps on the topic's condition variable until the writer publishes, a seek arrives or
+//! the consumer is dropped.
 
 use super::segment::{self, FrameReader, FrameStatus};
 use super::{DurableEnd, TopicShared};
@@ -115,6 +116,11 @@ impl PartitionReader {
                     if crc32fast::hash(body) != crc {
                         return Err(corrupt(*partition, dir, *next_offset, "checksum mismatch"));
                     }
+                    if segment::decode_trailer(body).is_some() {
+                        // The end of a group: no record, no offset.
+                        cursor.frames.consume();
+                        continue;
+                    }
                     let Some(record) = segment::decode_body(*partition, body) else {
                         return Err(corrupt(*partition, dir, *next_offset, "malformed record"));
                     };
@@ -171,6 +177,7 @@ impl PartitionReader {
             loop {
                 match frames.fill_frame(limit).map_err(|error| read_error(self.partition, &self.dir, &error))? {
                     FrameStatus::Ready => match frames.frame_offset() {
+                        // Records before the position, and group trailers (whose offset field is negative).
                         Some(offset) if offset < self.next_offset => frames.consume(),
                         Some(offset) if offset == self.next_offset => return Ok(SegmentCursor { base, frames }),
                         _ => {

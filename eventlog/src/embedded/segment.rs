@@ -1,26 +1,42 @@
-//! The on-disk format of the embedded log: segment files and the records framed in them.
+//! The on-disk format of the embedded log: segment files and the frames in them.
 //!
 //! A partition is a directory of segment files named `<base offset:020>.log`; the base offset is the offset of the
 //! segment's first record, so the segment after one ending at offset `n - 1` is `<n:020>.log`. A segment starts with a
-//! 16-byte header (`SEGMENT_MAGIC`, then the base offset as little-endian `i64`) followed by records, each framed as
+//! 16-byte header (a magic whose last byte is the format version, then the base offset as little-endian `i64`)
+//! followed by frames, each
 //!
 //! ```text
 //! len: u32 LE   length of the body
 //! crc: u32 LE   CRC-32 (IEEE) of the body
-//! body:         offset i64 | timestamp_millis i64 | key_len u32 | key | value_len u32 | value |
-//!               header_count u32 | { name_len u32 | name (UTF-8) | value_len u32 | value } *
+//! body:         a record:  offset i64 | timestamp_millis i64 | key_len u32 | key | value_len u32 | value |
+//!                          header_count u32 | { name_len u32 | name (UTF-8) | value_len u32 | value } *
+//!               a group trailer (version 2):  -1 i64 | group u64 | partitions u32 | end_offset i64
 //! ```
 //!
-//! (all integers little-endian). Only the last segment of a partition is ever appended to; a write torn by a crash
-//! leaves a frame whose length or CRC does not check out, and recovery truncates the segment there.
+//! (all integers little-endian). Only the last segment of a partition is ever appended to.
+//!
+//! **Version 2** (written now): the writer appends in groups (see `writer`), and each group's records in one
+//! partition are followed by a [`GroupTrailer`] naming the group and how many partitions it spans. A group is
+//! committed when every one of its partitions holds its trailer, so recovery keeps a partition's records only up to
+//! its last trailer, and the topic then drops the last group if fewer partitions hold it than it spans. A new segment
+//! starts with a copy of the partition's last trailer, so a partition's last trailer is always in its last segment.
+//! Trailers take no offset: readers skip them.
+//!
+//! **Version 1** (older logs): records only, each committed on its own. Such a segment is never appended to again:
+//! opening a partition whose last segment is version 1 starts a version 2 segment after it.
+//!
+//! A write torn by a crash leaves a frame whose length or CRC does not check out, and recovery truncates the segment
+//! there (version 2: back to the last trailer before it).
 
 use crate::{Consumed, Offset, Partition, Record};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// First bytes of every segment file; the last byte is the format version.
-pub(super) const SEGMENT_MAGIC: [u8; 8] = *b"JHELOG\0\x01";
+/// First bytes of a segment file in the current format (records in groups closed by trailers).
+const SEGMENT_MAGIC: [u8; 8] = *b"JHELOG\0\x02";
+/// First bytes of a segment file of the first format (records only).
+pub(super) const SEGMENT_MAGIC_V1: [u8; 8] = *b"JHELOG\0\x01";
 /// Bytes before the first record of a segment.
 pub(super) const SEGMENT_HEADER_LEN: u64 = 16;
 /// `len` and `crc` in front of every body.
@@ -31,6 +47,32 @@ const MIN_BODY_LEN: usize = 8 + 8 + 4 + 4 + 4;
 pub(super) const MAX_BODY_LEN: usize = 32 << 20;
 /// How much a reader fetches from a segment at a time.
 const READ_CHUNK: usize = 1 << 20;
+/// The first field of a trailer's body, where a record has its (non-negative) offset.
+const TRAILER_MARK: i64 = -1;
+/// The size of a trailer's body.
+const TRAILER_BODY_LEN: usize = 8 + 8 + 4 + 8;
+/// The name a new segment is written under before it is renamed into place.
+const NEW_SEGMENT_FILE: &str = "segment.tmp";
+
+/// The format of a segment file (the last byte of its magic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SegmentFormat {
+    /// Records only, each committed on its own.
+    V1,
+    /// Records in groups, each partition's share of a group closed by a [`GroupTrailer`].
+    V2,
+}
+
+/// The frame after one group's records in one partition (and, copied, at the start of the partition's next segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct GroupTrailer {
+    /// The group's number: increasing within a topic, never reused.
+    pub(super) group: u64,
+    /// How many partitions the group appended to (each of them holds this trailer once the group is durable).
+    pub(super) partitions: u32,
+    /// The offset after the group's last record in this partition.
+    pub(super) end_offset: Offset,
+}
 
 /// The path of the segment of `partition_dir` starting at `base`.
 pub(super) fn segment_path(partition_dir: &Path, base: Offset) -> PathBuf {
@@ -57,21 +99,36 @@ pub(super) fn list_segments(partition_dir: &Path) -> io::Result<Vec<Offset>> {
 }
 
 /// The 16-byte header of the segment starting at `base`.
-fn segment_header(base: Offset) -> [u8; SEGMENT_HEADER_LEN as usize] {
+fn segment_header(magic: [u8; 8], base: Offset) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-    header[..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[..8].copy_from_slice(&magic);
     header[8..].copy_from_slice(&base.to_le_bytes());
     header
 }
 
-/// Creates (or empties) the segment starting at `base` and makes it durable, directory entry included.
-pub(super) fn create_segment(partition_dir: &Path, base: Offset) -> io::Result<File> {
-    let path = segment_path(partition_dir, base);
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
-    file.write_all(&segment_header(base))?;
+/// A new segment of the current format, opened for appending.
+#[derive(Debug)]
+pub(super) struct NewSegment {
+    pub(super) file: File,
+    /// Header plus the copied trailer: where the first record goes.
+    pub(super) len: u64,
+}
+
+/// Creates (or replaces) the segment starting at `base`, beginning with a copy of the partition's last trailer, and
+/// makes it durable. It is written under a temporary name and renamed into place, so a crash leaves either no
+/// segment or a whole one: the copied trailer is never lost.
+pub(super) fn create_segment(partition_dir: &Path, base: Offset, last: Option<GroupTrailer>) -> io::Result<NewSegment> {
+    let mut bytes = segment_header(SEGMENT_MAGIC, base).to_vec();
+    if let Some(trailer) = last {
+        encode_trailer(&mut bytes, trailer);
+    }
+    let temporary = partition_dir.join(NEW_SEGMENT_FILE);
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&temporary)?;
+    file.write_all(&bytes)?;
     file.sync_data()?;
+    fs::rename(&temporary, segment_path(partition_dir, base))?;
     sync_dir(partition_dir)?;
-    Ok(file)
+    Ok(NewSegment { file, len: bytes.len() as u64 })
 }
 
 /// Makes the entries of `dir` (created or renamed files) durable.
@@ -79,18 +136,21 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Checks the header of the segment `file` that should start at `base`.
-fn check_header(file: &mut File, base: Offset, path: &Path) -> io::Result<()> {
+/// Checks the header of the segment `file` that should start at `base`; returns its format.
+fn check_header(file: &mut File, base: Offset, path: &Path) -> io::Result<SegmentFormat> {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
     file.seek(SeekFrom::Start(0))?;
     file.read_exact(&mut header)?;
-    if header != segment_header(base) {
-        return Err(io::Error::new(
+    if header == segment_header(SEGMENT_MAGIC, base) {
+        Ok(SegmentFormat::V2)
+    } else if header == segment_header(SEGMENT_MAGIC_V1, base) {
+        Ok(SegmentFormat::V1)
+    } else {
+        Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("`{}` is not a jhe log segment with base offset {base}", path.display()),
-        ));
+        ))
     }
-    Ok(())
 }
 
 /// Opens the sealed or active segment starting at `base` for reading, positioned after its header.
@@ -101,20 +161,36 @@ pub(super) fn open_segment_for_reading(partition_dir: &Path, base: Offset) -> io
     Ok(FrameReader::new(file, SEGMENT_HEADER_LEN))
 }
 
+/// The last group of a recovered version 2 segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LastGroup {
+    pub(super) trailer: GroupTrailer,
+    /// Segment length before the group's records (right after the trailer before them, or the header).
+    pub(super) start_len: u64,
+    /// The offset of the group's first record in this partition.
+    pub(super) start_offset: Offset,
+    /// The trailer before the group's records in this segment, if any.
+    pub(super) previous: Option<GroupTrailer>,
+}
+
 /// The state of the last segment of a partition after recovery.
 #[derive(Debug)]
 pub(super) struct RecoveredSegment {
     /// Open for appending (writes go to `len`).
     pub(super) file: File,
-    /// Bytes of whole, valid records plus the header: where the next record goes.
+    pub(super) format: SegmentFormat,
+    /// Bytes of committed frames plus the header: where the next record goes.
     pub(super) len: u64,
     /// The offset the next record gets (the partition's high watermark).
     pub(super) next_offset: Offset,
+    /// Version 2: the segment's last trailer and where its group's records start.
+    pub(super) last_group: Option<LastGroup>,
 }
 
-/// Opens the last segment of a partition for appending: scans its records and truncates a torn tail (an incomplete
-/// frame, a bad length or CRC, an offset out of sequence) so that everything before it stays and appends continue
-/// right after it. Only this segment is read: earlier ones were sealed whole.
+/// Opens the last segment of a partition for appending: scans its frames and truncates what is not committed (a
+/// torn tail: an incomplete frame, a bad length or CRC, an offset out of sequence; in version 2 also records after
+/// the last trailer) so that appends continue right after the committed frames. Only this segment is read: earlier
+/// ones were sealed whole.
 pub(super) fn recover_segment(
     partition_dir: &Path,
     partition: Partition,
@@ -124,49 +200,102 @@ pub(super) fn recover_segment(
     let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
     let file_len = file.metadata()?.len();
     if file_len < SEGMENT_HEADER_LEN {
-        // Torn while being created: nothing was ever acknowledged from it.
+        // Torn while being created by an older version (new segments are renamed into place whole): nothing was
+        // ever acknowledged from it, and the partition had no trailers before it.
         tracing::warn!(segment = %path.display(), partition, "rewriting the torn header of a new log segment");
-        file.set_len(0)?;
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(&segment_header(base))?;
-        file.sync_data()?;
-        return Ok(RecoveredSegment { file, len: SEGMENT_HEADER_LEN, next_offset: base });
+        let created = create_segment(partition_dir, base, None)?;
+        return Ok(RecoveredSegment {
+            file: created.file,
+            format: SegmentFormat::V2,
+            len: created.len,
+            next_offset: base,
+            last_group: None,
+        });
     }
-    check_header(&mut file, base, &path)?;
-
+    let format = check_header(&mut file, base, &path)?;
     let mut reader = FrameReader::new(file.try_clone()?, SEGMENT_HEADER_LEN);
-    let mut next_offset = base;
-    let torn = loop {
-        match reader.fill_frame(u64::MAX)? {
-            FrameStatus::End => break None,
-            FrameStatus::Torn(reason) => break Some(reason),
-            FrameStatus::Ready => {
-                let (crc, body) = reader.frame();
-                if crc32fast::hash(body) != crc {
-                    break Some("checksum mismatch");
-                }
-                if body_offset(body) != Some(next_offset) {
-                    break Some("offset out of sequence");
-                }
-                next_offset += 1;
-                reader.consume();
-            }
-        }
-    };
-    let len = reader.position();
-    if let Some(reason) = torn {
+    let scan = scan_segment(&mut reader, base, format)?;
+    if scan.committed_len < file_len {
         tracing::warn!(
             segment = %path.display(),
             partition,
-            valid_bytes = len,
-            dropped_bytes = file_len - len,
-            reason,
-            "truncating the torn tail of the log"
+            valid_bytes = scan.committed_len,
+            dropped_bytes = file_len - scan.committed_len,
+            reason = scan.torn.unwrap_or("records of a group without its trailer"),
+            "truncating the uncommitted tail of the log"
         );
-        file.set_len(len)?;
+        file.set_len(scan.committed_len)?;
         file.sync_data()?;
     }
-    Ok(RecoveredSegment { file, len, next_offset })
+    Ok(RecoveredSegment {
+        file,
+        format,
+        len: scan.committed_len,
+        next_offset: scan.committed_next,
+        last_group: scan.last_group,
+    })
+}
+
+/// What [`scan_segment`] found.
+#[derive(Debug)]
+struct Scan {
+    /// Where the committed frames end: version 1 after the last valid record, version 2 after the last trailer.
+    committed_len: u64,
+    /// The offset after the last committed record.
+    committed_next: Offset,
+    last_group: Option<LastGroup>,
+    /// Why the frames stopped before the end of the file, if they did.
+    torn: Option<&'static str>,
+}
+
+/// Reads a segment's frames from after its header to the first one that does not check out.
+fn scan_segment(reader: &mut FrameReader, base: Offset, format: SegmentFormat) -> io::Result<Scan> {
+    let mut scan = Scan { committed_len: SEGMENT_HEADER_LEN, committed_next: base, last_group: None, torn: None };
+    let mut next_offset = base;
+    loop {
+        match reader.fill_frame(u64::MAX)? {
+            FrameStatus::End => return Ok(scan),
+            FrameStatus::Torn(reason) => {
+                scan.torn = Some(reason);
+                return Ok(scan);
+            }
+            FrameStatus::Ready => {}
+        }
+        let (crc, body) = reader.frame();
+        if crc32fast::hash(body) != crc {
+            scan.torn = Some("checksum mismatch");
+            return Ok(scan);
+        }
+        let trailer = decode_trailer(body).filter(|_| format == SegmentFormat::V2);
+        let in_sequence = match trailer {
+            Some(trailer) => trailer.end_offset == next_offset && trailer.partitions > 0,
+            None => body_offset(body) == Some(next_offset),
+        };
+        if !in_sequence {
+            scan.torn = Some("offset out of sequence");
+            return Ok(scan);
+        }
+        reader.consume();
+        match trailer {
+            Some(trailer) => {
+                scan.last_group = Some(LastGroup {
+                    trailer,
+                    start_len: scan.committed_len,
+                    start_offset: scan.committed_next,
+                    previous: scan.last_group.map(|group| group.trailer),
+                });
+                scan.committed_len = reader.position();
+                scan.committed_next = next_offset;
+            }
+            None => {
+                next_offset += 1;
+                if format == SegmentFormat::V1 {
+                    scan.committed_len = reader.position();
+                    scan.committed_next = next_offset;
+                }
+            }
+        }
+    }
 }
 
 /// Bytes a record takes in a segment (frame prefix included), or `None` if it is larger than [`MAX_BODY_LEN`].
@@ -194,11 +323,39 @@ pub(super) fn encode_record(out: &mut Vec<u8>, offset: Offset, timestamp_millis:
         put_bytes(out, name.as_bytes());
         put_bytes(out, value);
     }
+    finish_frame(out, frame_start);
+}
+
+/// Appends the frame of `trailer` to `out`.
+pub(super) fn encode_trailer(out: &mut Vec<u8>, trailer: GroupTrailer) {
+    let frame_start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_PREFIX_LEN]);
+    out.extend_from_slice(&TRAILER_MARK.to_le_bytes());
+    out.extend_from_slice(&trailer.group.to_le_bytes());
+    out.extend_from_slice(&trailer.partitions.to_le_bytes());
+    out.extend_from_slice(&trailer.end_offset.to_le_bytes());
+    finish_frame(out, frame_start);
+}
+
+/// Fills in the length and CRC of the frame starting at `frame_start`, whose body runs to the end of `out`.
+fn finish_frame(out: &mut [u8], frame_start: usize) {
     let body_start = frame_start + FRAME_PREFIX_LEN;
     let body_len = (out.len() - body_start) as u32;
     let crc = crc32fast::hash(&out[body_start..]);
     out[frame_start..frame_start + 4].copy_from_slice(&body_len.to_le_bytes());
     out[frame_start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The trailer in a body (whose CRC the caller checked), or `None` if the body is not a trailer.
+pub(super) fn decode_trailer(body: &[u8]) -> Option<GroupTrailer> {
+    if body.len() != TRAILER_BODY_LEN || body_offset(body) != Some(TRAILER_MARK) {
+        return None;
+    }
+    Some(GroupTrailer {
+        group: u64::from_le_bytes(body[8..16].try_into().ok()?),
+        partitions: u32::from_le_bytes(body[16..20].try_into().ok()?),
+        end_offset: Offset::from_le_bytes(body[20..28].try_into().ok()?),
+    })
 }
 
 /// The offset stored in a body.
@@ -422,20 +579,48 @@ mod tests {
         assert!(framed_len(&record(b"k", &vec![0; 1000], &[])).is_some());
     }
 
+    fn trailer(group: u64, partitions: u32, end_offset: Offset) -> GroupTrailer {
+        GroupTrailer { group, partitions, end_offset }
+    }
+
+    /// Writes `bytes` after the header of a new segment starting at `base`.
+    fn segment_with(dir: &Path, base: Offset, last: Option<GroupTrailer>, bytes: &[u8]) -> u64 {
+        let mut created = create_segment(dir, base, last).unwrap();
+        created.file.seek(SeekFrom::Start(created.len)).unwrap();
+        created.file.write_all(bytes).unwrap();
+        created.len
+    }
+
+    #[test]
+    fn trailers_round_trip_and_are_no_records() {
+        let mut out = Vec::new();
+        encode_trailer(&mut out, trailer(7, 3, 42));
+        assert_eq!(out.len(), FRAME_PREFIX_LEN + TRAILER_BODY_LEN);
+        let body = &out[FRAME_PREFIX_LEN..];
+        assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), crc32fast::hash(body));
+        assert_eq!(decode_trailer(body), Some(trailer(7, 3, 42)));
+        let mut record_frame = Vec::new();
+        encode_record(&mut record_frame, 0, 0, &record(b"", b"", &[]));
+        assert_eq!(record_frame.len(), out.len(), "a record can be as short as a trailer");
+        assert_eq!(decode_trailer(&record_frame[FRAME_PREFIX_LEN..]), None);
+    }
+
     #[test]
     fn reader_stops_at_the_limit_and_reports_torn_frames() {
         let dir = tempfile::tempdir().unwrap();
-        let mut file = create_segment(dir.path(), 0).unwrap();
         let mut out = Vec::new();
         encode_record(&mut out, 0, 0, &record(b"k", b"first", &[]));
+        encode_trailer(&mut out, trailer(1, 1, 1));
         let first_end = SEGMENT_HEADER_LEN + out.len() as u64;
         encode_record(&mut out, 1, 0, &record(b"k", b"second", &[]));
-        file.seek(SeekFrom::Start(SEGMENT_HEADER_LEN)).unwrap();
-        file.write_all(&out[..out.len() - 3]).unwrap();
+        segment_with(dir.path(), 0, None, &out[..out.len() - 3]);
 
         let mut reader = open_segment_for_reading(dir.path(), 0).unwrap();
         assert_eq!(reader.fill_frame(first_end).unwrap(), FrameStatus::Ready);
         assert_eq!(reader.frame_offset(), Some(0));
+        reader.consume();
+        assert_eq!(reader.fill_frame(first_end).unwrap(), FrameStatus::Ready);
+        assert_eq!(reader.frame_offset(), Some(TRAILER_MARK));
         reader.consume();
         assert_eq!(reader.position(), first_end);
         assert_eq!(reader.fill_frame(first_end).unwrap(), FrameStatus::End);
@@ -445,5 +630,55 @@ mod tests {
         assert_eq!((recovered.len, recovered.next_offset), (first_end, 1));
         assert_eq!(fs::metadata(segment_path(dir.path(), 0)).unwrap().len(), first_end);
         assert_eq!(list_segments(dir.path()).unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn recovery_keeps_records_up_to_the_last_trailer() {
+        let dir = tempfile::tempdir().unwrap();
+        let carried = trailer(4, 2, 10);
+        let mut out = Vec::new();
+        encode_record(&mut out, 10, 0, &record(b"k", b"a", &[]));
+        encode_record(&mut out, 11, 0, &record(b"k", b"b", &[]));
+        encode_trailer(&mut out, trailer(5, 1, 12));
+        let group_6_start = out.len() as u64;
+        encode_record(&mut out, 12, 0, &record(b"k", b"c", &[]));
+        encode_trailer(&mut out, trailer(6, 3, 13));
+        let committed = out.len() as u64;
+        // A group whose trailer was never written: its records are not committed, although they are whole.
+        encode_record(&mut out, 13, 0, &record(b"k", b"d", &[]));
+        let header_len = segment_with(dir.path(), 10, Some(carried), &out);
+        assert_eq!(header_len, SEGMENT_HEADER_LEN + FRAME_PREFIX_LEN as u64 + TRAILER_BODY_LEN as u64);
+
+        let recovered = recover_segment(dir.path(), 0, 10).unwrap();
+        assert_eq!(recovered.format, SegmentFormat::V2);
+        assert_eq!((recovered.len, recovered.next_offset), (header_len + committed, 13));
+        assert_eq!(
+            recovered.last_group,
+            Some(LastGroup {
+                trailer: trailer(6, 3, 13),
+                start_len: header_len + group_6_start,
+                start_offset: 12,
+                previous: Some(trailer(5, 1, 12)),
+            })
+        );
+        assert_eq!(fs::metadata(segment_path(dir.path(), 10)).unwrap().len(), header_len + committed);
+    }
+
+    #[test]
+    fn segments_of_the_first_format_keep_every_whole_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = segment_header(SEGMENT_MAGIC_V1, 0).to_vec();
+        encode_record(&mut bytes, 0, 0, &record(b"k", b"a", &[]));
+        encode_record(&mut bytes, 1, 0, &record(b"k", b"b", &[]));
+        let whole = bytes.len() as u64;
+        encode_record(&mut bytes, 2, 0, &record(b"k", b"c", &[]));
+        bytes.truncate(bytes.len() - 1);
+        fs::write(segment_path(dir.path(), 0), &bytes).unwrap();
+
+        let recovered = recover_segment(dir.path(), 0, 0).unwrap();
+        assert_eq!(recovered.format, SegmentFormat::V1);
+        assert_eq!((recovered.len, recovered.next_offset, recovered.last_group), (whole, 2, None));
+        let mut reader = open_segment_for_reading(dir.path(), 0).unwrap();
+        assert_eq!(reader.fill_frame(u64::MAX).unwrap(), FrameStatus::Ready);
     }
 }

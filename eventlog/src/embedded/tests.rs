@@ -18,19 +18,31 @@ impl PositionStore for FromTheStart {
 }
 
 fn open_small(dir: &Path, segment_bytes: u64) -> EventLog {
-    let log = EmbeddedLog::open_with_segment_bytes(&LogConfig::embedded(dir, 1), segment_bytes).unwrap();
+    open_partitions(dir, 1, segment_bytes)
+}
+
+fn open_partitions(dir: &Path, partitions: i32, segment_bytes: u64) -> EventLog {
+    let log = EmbeddedLog::open_with_segment_bytes(&LogConfig::embedded(dir, partitions), segment_bytes).unwrap();
     log.ensure_topic(TOPIC).unwrap();
     EventLog::Embedded(log)
 }
 
 fn batch(from: usize, count: usize) -> Vec<Record> {
+    keyed_batch(b"k", from, count)
+}
+
+fn keyed_batch(key: &[u8], from: usize, count: usize) -> Vec<Record> {
     (from..from + count)
-        .map(|index| Record { key: b"k".to_vec(), value: vec![index as u8; 100], headers: vec![] })
+        .map(|index| Record { key: key.to_vec(), value: vec![index as u8; 100], headers: vec![] })
         .collect()
 }
 
 fn segments(dir: &Path) -> Vec<Offset> {
-    segment::list_segments(&dir.join(TOPIC).join("0")).unwrap()
+    partition_segments(dir, 0)
+}
+
+fn partition_segments(dir: &Path, partition: Partition) -> Vec<Offset> {
+    segment::list_segments(&dir.join(TOPIC).join(partition.to_string())).unwrap()
 }
 
 async fn read(consumer: &mut Consumer, count: usize) -> Vec<Consumed> {
@@ -119,10 +131,13 @@ async fn recovery_reads_only_the_last_segment() {
             producer.send(TOPIC, batch(round * 10, 10)).await.unwrap();
         }
     }
-    // Damage a sealed segment: recovery does not look at it (a reader would report it).
+    // Damage the first record of a sealed segment (after the copy of the previous segment's last trailer):
+    // recovery does not look at it (a reader would report it).
     let sealed = segment::segment_path(&dir.path().join(TOPIC).join("0"), 10);
     let mut bytes = std::fs::read(&sealed).unwrap();
-    bytes[SEGMENT_HEADER_LEN as usize + 20] ^= 0xff;
+    let header = SEGMENT_HEADER_LEN as usize;
+    let trailer_frame = 8 + u32::from_le_bytes(bytes[header..header + 4].try_into().unwrap()) as usize;
+    bytes[header + trailer_frame + 20] ^= 0xff;
     std::fs::write(&sealed, &bytes).unwrap();
 
     let log = open_small(dir.path(), 1024);
@@ -156,6 +171,68 @@ async fn a_torn_segment_header_is_rewritten() {
     let mut consumer = log.consumer(TOPIC, "g", Arc::new(FromTheStart), ConsumerSettings::default()).unwrap();
     let received = read(&mut consumer, 11).await;
     assert_eq!(received.iter().map(|record| record.offset).collect::<Vec<_>>(), (0..11).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_survives_when_the_next_one_rolled_a_segment_and_crashed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open_partitions(dir.path(), 2, 1024);
+        let producer = log.producer().unwrap();
+        // crc32("d") % 2 == 0, crc32("a") % 2 == 1: one group in both partitions, ~1.4 KB each.
+        let mut both = keyed_batch(b"d", 0, 10);
+        both.extend(keyed_batch(b"a", 0, 10));
+        producer.send(TOPIC, both).await.unwrap();
+        // The next group fills partition 0's new segment, which starts with a copy of the first group's trailer.
+        producer.send(TOPIC, keyed_batch(b"d", 10, 5)).await.unwrap();
+        assert_eq!(partition_segments(dir.path(), 0), vec![0, 10]);
+    }
+    // A crash before the second group was durable: its trailer is torn off.
+    let active = segment::segment_path(&dir.path().join(TOPIC).join("0"), 10);
+    let length = std::fs::metadata(&active).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&active).unwrap().set_len(length - 3).unwrap();
+
+    // Partition 0's last segment still holds the first group's trailer, so that group stays committed in both.
+    let log = open_partitions(dir.path(), 2, 1024);
+    assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 10), (1, 10)]);
+    let mut consumer = log.consumer(TOPIC, "g", Arc::new(FromTheStart), ConsumerSettings::default()).unwrap();
+    let received = read(&mut consumer, 20).await;
+    for partition in [0, 1] {
+        let values: Vec<_> =
+            received.iter().filter(|record| record.partition == partition).map(|record| record.value[0]).collect();
+        assert_eq!(values, (0..10).collect::<Vec<u8>>(), "partition {partition}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_the_first_format_opens_and_continues_in_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition_dir = dir.path().join(TOPIC).join("0");
+    std::fs::create_dir_all(&partition_dir).unwrap();
+    std::fs::write(dir.path().join(TOPIC).join(META_FILE), r#"{"version":"1","partitions":1}"#).unwrap();
+    let mut bytes = segment::SEGMENT_MAGIC_V1.to_vec();
+    bytes.extend_from_slice(&0i64.to_le_bytes());
+    for (offset, record) in (0..).zip(batch(0, 5)) {
+        segment::encode_record(&mut bytes, offset, 1, &record);
+    }
+    let header_and_records = bytes.clone();
+    // A torn sixth record: cut off, as before.
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+    std::fs::write(segment::segment_path(&partition_dir, 0), &bytes).unwrap();
+
+    {
+        let log = open_small(dir.path(), 1 << 20);
+        assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 5)]);
+        assert_eq!(segments(dir.path()), vec![0, 5], "the old segment is sealed as it is");
+        log.producer().unwrap().send(TOPIC, batch(5, 3)).await.unwrap();
+    }
+    assert_eq!(std::fs::read(segment::segment_path(&partition_dir, 0)).unwrap(), header_and_records);
+    let log = open_small(dir.path(), 1 << 20);
+    assert_eq!(log.high_watermarks(TOPIC).await.unwrap(), vec![(0, 8)]);
+    let mut consumer = log.consumer(TOPIC, "g", Arc::new(FromTheStart), ConsumerSettings::default()).unwrap();
+    let received = read(&mut consumer, 8).await;
+    assert_eq!(received.iter().map(|record| record.offset).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+    assert!(received.iter().all(|record| record.value == vec![record.offset as u8; 100]));
 }
 
 #[test]

@@ -4,8 +4,20 @@
 //! queued (up to [`GROUP_MAX_BYTES`]), writes it all with one `write` per partition, makes it durable with one
 //! `fdatasync` per partition touched, publishes the new high watermarks to readers and completes every waiting
 //! sender. Appends arriving during an fsync form the next group, so concurrent requests share fsyncs.
+//!
+//! A group is all or nothing, also across partitions and crashes. Each partition's share of it ends with a
+//! [`GroupTrailer`] (numbered, with the count of partitions the group spans), written and synced with the records.
+//! The group is committed once every partition it spans holds its trailer; after a restart,
+//! [`settle_last_group`] cuts the records of the last group off the partitions that hold it if any other lacks
+//! it. That is enough because groups are strictly sequential: a group starts only after the previous one was
+//! acknowledged, or was cut off every partition it touched durably. When a group fails, the writer cuts it off
+//! every partition it touched (truncate, fsync); if that did not succeed everywhere, or an fsync had failed, the
+//! writer stops accepting appends until a restart, and since at least one partition durably lost the trailer,
+//! recovery drops the group from the others. Readers never see a group before it is committed: the writer
+//! publishes new durable ends only then.
 
-use super::segment::{self, SEGMENT_HEADER_LEN};
+use super::faults::IoFaults;
+use super::segment::{self, GroupTrailer, LastGroup, SegmentFormat};
 use super::{DurableEnd, TopicShared};
 use crate::{LogError, Offset, Partition, Record};
 use std::fs::File;
@@ -49,28 +61,53 @@ pub(super) struct PartitionWriter {
     active_len: u64,
     /// The offset of the next record.
     next_offset: Offset,
-    /// This group's encoded records.
+    /// The trailer of the last committed group this partition took part in (copied into each new segment).
+    last_trailer: Option<GroupTrailer>,
+    /// After opening, until [`settle_last_group`]: the last group of the active segment.
+    recovered: Option<LastGroup>,
+    /// This group's encoded records and trailer.
     pending: Vec<u8>,
     /// Records encoded into `pending`.
     pending_records: i64,
+    /// The trailer encoded at the end of `pending`.
+    pending_trailer: Option<GroupTrailer>,
 }
 
 impl PartitionWriter {
-    /// Opens partition `partition` in `dir` (created if missing): recovers the last segment.
+    /// Opens partition `partition` in `dir` (created if missing): recovers the last segment. A last segment of the
+    /// first format is sealed as it is and a new one started after it.
     pub(super) fn open(partition: Partition, dir: PathBuf) -> io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let mut segments = segment::list_segments(&dir)?;
-        let (active, active_len, next_offset) = match segments.last() {
+        let (active, active_len, next_offset, format, recovered) = match segments.last() {
             Some(&base) => {
                 let recovered = segment::recover_segment(&dir, partition, base)?;
-                (recovered.file, recovered.len, recovered.next_offset)
+                (recovered.file, recovered.len, recovered.next_offset, recovered.format, recovered.last_group)
             }
             None => {
                 segments.push(0);
-                (segment::create_segment(&dir, 0)?, SEGMENT_HEADER_LEN, 0)
+                let created = segment::create_segment(&dir, 0, None)?;
+                (created.file, created.len, 0, SegmentFormat::V2, None)
             }
         };
-        Ok(Self { partition, dir, segments, active, active_len, next_offset, pending: Vec::new(), pending_records: 0 })
+        let mut writer = Self {
+            partition,
+            dir,
+            segments,
+            active,
+            active_len,
+            next_offset,
+            last_trailer: recovered.map(|group| group.trailer),
+            recovered,
+            pending: Vec::new(),
+            pending_records: 0,
+            pending_trailer: None,
+        };
+        if format == SegmentFormat::V1 {
+            writer.start_segment()?;
+            tracing::info!(partition, base_offset = next_offset, "started a log segment of the current format");
+        }
+        Ok(writer)
     }
 
     /// What readers may read of this partition.
@@ -92,10 +129,65 @@ impl PartitionWriter {
             return Ok(());
         }
         // The active segment is durable (every group ends with its fsync), so it is sealed as it is.
-        self.active = segment::create_segment(&self.dir, self.next_offset)?;
-        self.active_len = SEGMENT_HEADER_LEN;
-        self.segments.push(self.next_offset);
+        self.start_segment()?;
         tracing::debug!(partition = self.partition, base_offset = self.next_offset, "rolled the log segment");
+        Ok(())
+    }
+
+    /// Makes a new segment starting at the next offset (replacing an empty active one) the active one.
+    fn start_segment(&mut self) -> io::Result<()> {
+        let created = segment::create_segment(&self.dir, self.next_offset, self.last_trailer)?;
+        self.active = created.file;
+        self.active_len = created.len;
+        if self.segments.last() != Some(&self.next_offset) {
+            self.segments.push(self.next_offset);
+        }
+        Ok(())
+    }
+
+    /// Ends this partition's share of group `group` (spanning `partitions` partitions) with its trailer.
+    fn close_group(&mut self, group: u64, partitions: u32) {
+        let trailer = GroupTrailer { group, partitions, end_offset: self.next_offset + self.pending_records };
+        segment::encode_trailer(&mut self.pending, trailer);
+        self.pending_trailer = Some(trailer);
+    }
+
+    /// The group is durable: its records become readable.
+    fn commit_pending(&mut self) {
+        self.active_len += self.pending.len() as u64;
+        self.next_offset += self.pending_records;
+        self.last_trailer = self.pending_trailer.or(self.last_trailer);
+    }
+
+    fn clear_pending(&mut self) {
+        self.pending.clear();
+        if self.pending.capacity() > KEEP_BUFFER_BYTES {
+            self.pending.shrink_to(KEEP_BUFFER_BYTES);
+        }
+        self.pending_records = 0;
+        self.pending_trailer = None;
+    }
+
+    /// Cuts everything after the durable end off the active segment, durably.
+    fn truncate_to_durable(&self, faults: &IoFaults) -> io::Result<()> {
+        faults.set_len(self.partition, &self.active, self.active_len)?;
+        faults.sync_data(self.partition, &self.active)
+    }
+
+    /// Cuts the records of the recovered last group off, durably (it was not committed in every partition).
+    fn drop_recovered_group(&mut self) -> io::Result<()> {
+        let Some(group) = self.recovered.take() else { return Ok(()) };
+        self.active.set_len(group.start_len)?;
+        self.active.sync_data()?;
+        tracing::warn!(
+            partition = self.partition,
+            group = group.trailer.group,
+            records = group.trailer.end_offset - group.start_offset,
+            "dropped the records of a group that not every partition committed"
+        );
+        self.active_len = group.start_len;
+        self.next_offset = group.start_offset;
+        self.last_trailer = group.previous;
         Ok(())
     }
 
@@ -130,13 +222,29 @@ pub(super) struct TopicWriter {
     shared: Arc<TopicShared>,
     partitions: Vec<PartitionWriter>,
     segment_bytes: u64,
-    /// Set when an fsync failed: what is on disk is unknown, so nothing more is written until a restart.
+    /// The number of the next group.
+    next_group: u64,
+    /// Set when a group could not be undone everywhere or an fsync failed: what is on disk is unknown, so nothing
+    /// more is written until a restart.
     poisoned: Option<String>,
 }
 
+/// Why a group failed before its records were durable.
+#[derive(Debug)]
+enum GroupFailure {
+    Write(String),
+    Sync(String),
+}
+
 impl TopicWriter {
-    pub(super) fn new(shared: Arc<TopicShared>, partitions: Vec<PartitionWriter>, segment_bytes: u64) -> Self {
-        Self { shared, partitions, segment_bytes, poisoned: None }
+    /// The writer of `partitions`, settled by [`settle_last_group`], which returned `next_group`.
+    pub(super) fn new(
+        shared: Arc<TopicShared>,
+        partitions: Vec<PartitionWriter>,
+        segment_bytes: u64,
+        next_group: u64,
+    ) -> Self {
+        Self { shared, partitions, segment_bytes, next_group, poisoned: None }
     }
 
     /// The thread's loop: runs until every sender is gone.
@@ -201,9 +309,16 @@ impl TopicWriter {
         }
         for &index in &touched {
             let writer = &mut self.partitions[index];
-            writer
-                .roll_if_full(self.segment_bytes)
-                .map_err(|error| format!("cannot start a new segment of partition {}: {error}", writer.partition))?;
+            if let Err(error) = writer.roll_if_full(self.segment_bytes) {
+                // The new segment may exist on disk although it is not active: appending to the old one now would
+                // put records where recovery does not look for them.
+                let reason = format!(
+                    "cannot start a new segment of partition {}: {error}; restart the process to recover the log",
+                    writer.partition
+                );
+                self.poisoned = Some(reason.clone());
+                return Err(reason);
+            }
         }
 
         let timestamp_millis =
@@ -222,55 +337,48 @@ impl TopicWriter {
                 }
             }
         }
-
-        let written = self.write_touched(&touched);
-        let synced = written.and_then(|()| self.sync_touched(&touched));
+        // Numbers are never reused, not even those of failed groups.
+        let number = self.next_group;
+        self.next_group += 1;
+        let spans = u32::try_from(touched.len()).unwrap_or(u32::MAX);
         for &index in &touched {
-            let writer = &mut self.partitions[index];
-            if synced.is_ok() {
-                writer.active_len += writer.pending.len() as u64;
-                writer.next_offset += writer.pending_records;
-            }
-            writer.pending.clear();
-            if writer.pending.capacity() > KEEP_BUFFER_BYTES {
-                writer.pending.shrink_to(KEEP_BUFFER_BYTES);
-            }
-            writer.pending_records = 0;
+            self.partitions[index].close_group(number, spans);
         }
-        synced
+
+        let outcome = self.write_touched(&touched).and_then(|()| self.sync_touched(&touched));
+        let result = match outcome {
+            Ok(()) => {
+                for &index in &touched {
+                    self.partitions[index].commit_pending();
+                }
+                Ok(())
+            }
+            Err(failure) => Err(self.undo(&touched, failure)),
+        };
+        for &index in &touched {
+            self.partitions[index].clear_pending();
+        }
+        result
     }
 
-    /// Writes every touched partition's pending bytes; on failure, cuts the written bytes off again.
-    fn write_touched(&mut self, touched: &[usize]) -> Result<(), String> {
-        let mut failure = None;
+    /// Writes every touched partition's pending bytes after its durable end.
+    fn write_touched(&mut self, touched: &[usize]) -> Result<(), GroupFailure> {
         for &index in touched {
             let writer = &mut self.partitions[index];
-            if let Err(error) = writer.write_pending() {
-                failure = Some(format!("cannot write to partition {}: {error}", writer.partition));
-                break;
-            }
+            writer.write_pending().map_err(|error| {
+                GroupFailure::Write(format!("cannot write to partition {}: {error}", writer.partition))
+            })?;
         }
-        let Some(failure) = failure else { return Ok(()) };
-        for &index in touched {
-            let writer = &mut self.partitions[index];
-            if let Err(error) = writer.active.set_len(writer.active_len) {
-                let reason = format!(
-                    "cannot undo a failed write to partition {}: {error}; restart the process to recover the log",
-                    writer.partition
-                );
-                self.poisoned = Some(reason.clone());
-                return Err(reason);
-            }
-        }
-        Err(failure)
+        Ok(())
     }
 
     /// Makes the touched partitions durable: one fdatasync each, in parallel when there are several.
-    fn sync_touched(&mut self, touched: &[usize]) -> Result<(), String> {
+    fn sync_touched(&self, touched: &[usize]) -> Result<(), GroupFailure> {
         let partitions = &self.partitions;
+        let faults = &self.shared.faults;
         let results: Vec<(Partition, io::Result<()>)> = if touched.len() == 1 {
             let writer = &partitions[touched[0]];
-            vec![(writer.partition, writer.active.sync_data())]
+            vec![(writer.partition, faults.sync_data(writer.partition, &writer.active))]
         } else {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = touched
@@ -279,7 +387,7 @@ impl TopicWriter {
                         let writer = &partitions[index];
                         let spawned = std::thread::Builder::new()
                             .name("jhe-log-fsync".into())
-                            .spawn_scoped(scope, move || writer.active.sync_data());
+                            .spawn_scoped(scope, move || faults.sync_data(writer.partition, &writer.active));
                         (writer, spawned)
                     })
                     .collect();
@@ -291,7 +399,7 @@ impl TopicWriter {
                                 handle.join().unwrap_or_else(|_| Err(io::Error::other("the fsync thread panicked")))
                             }
                             // No thread to spare: sync here instead.
-                            Err(_) => writer.active.sync_data(),
+                            Err(_) => faults.sync_data(writer.partition, &writer.active),
                         };
                         (writer.partition, result)
                     })
@@ -300,13 +408,73 @@ impl TopicWriter {
         };
         for (partition, result) in results {
             if let Err(error) = result {
-                // After a failed fsync the kernel may have dropped the dirty pages: retrying could report success for
-                // data that is gone. Refuse further writes; a restart recovers what is really on disk.
-                let reason = format!("fsync of partition {partition} failed: {error}; restart the process");
-                self.poisoned = Some(reason.clone());
-                return Err(reason);
+                return Err(GroupFailure::Sync(format!("fsync of partition {partition} failed: {error}")));
             }
         }
         Ok(())
     }
+
+    /// Takes a failed group back: cuts it off every partition it touched, durably. Returns the error to report.
+    ///
+    /// A partition that durably lost the group's trailer is enough for recovery to drop the group everywhere, so
+    /// the group is not delivered after a restart unless no partition could be cut. The writer stops (until a
+    /// restart) unless the group is gone from every partition: only then may the next group follow. It also stops
+    /// after a failed fsync, after which the kernel may have dropped dirty pages and a later fsync could report
+    /// success for data that is gone.
+    fn undo(&mut self, touched: &[usize], failure: GroupFailure) -> String {
+        let faults = &self.shared.faults;
+        let mut undone = 0;
+        let mut not_undone = Vec::new();
+        for &index in touched {
+            let writer = &self.partitions[index];
+            match writer.truncate_to_durable(faults) {
+                Ok(()) => undone += 1,
+                Err(error) => not_undone.push(format!("partition {}: {error}", writer.partition)),
+            }
+        }
+        let (mut message, mut poison) = match failure {
+            GroupFailure::Write(message) => (message, false),
+            GroupFailure::Sync(message) => (message, true),
+        };
+        if undone == 0 {
+            message.push_str("; the records could not be taken back and may be delivered after a restart");
+        }
+        if !not_undone.is_empty() {
+            message.push_str(&format!("; cannot undo the append ({})", not_undone.join(", ")));
+            poison = true;
+        }
+        if poison {
+            message.push_str("; restart the process to recover the log");
+            self.poisoned = Some(message.clone());
+        }
+        message
+    }
+}
+
+/// Decides the fate of the last group after a restart, before anything is appended: it is committed if every
+/// partition it spans holds its trailer; otherwise (a crash between the partitions' fsyncs, or a failed group the
+/// writer could not cut off everywhere) its records are cut off the partitions that hold it. Only the last group
+/// can be incomplete (see the module documentation), and its trailer is in the last segment of each partition that
+/// holds it. Returns the number of the next group, above every number on disk.
+pub(super) fn settle_last_group(partitions: &mut [PartitionWriter]) -> io::Result<u64> {
+    let last = partitions
+        .iter()
+        .filter_map(|writer| writer.recovered.map(|group| group.trailer))
+        .max_by_key(|trailer| trailer.group);
+    let Some(last) = last else { return Ok(1) };
+    let holders: Vec<usize> = partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, writer)| writer.recovered.is_some_and(|group| group.trailer.group == last.group))
+        .map(|(index, _)| index)
+        .collect();
+    if holders.len() < last.partitions as usize {
+        for index in holders {
+            partitions[index].drop_recovered_group()?;
+        }
+    }
+    for writer in partitions {
+        writer.recovered = None;
+    }
+    Ok(last.group + 1)
 }
