@@ -14,25 +14,45 @@
 //! | `_source` | `https://jupyterhealth.org/jhe`, or nothing matches (imported resources are elsewhere) |
 //! | `_sort` | comma list of `date`, `_lastUpdated`, `_id`, each optionally `-`; unknown keys are ignored |
 //! | `_count` | page size: default 20, capped at 1000; invalid or 0 gives 20 |
-//! | `_page` | 1-based page number (by offset) |
+//! | `_page` | 1-based page number (by offset), at most [`MAX_PAGE_DEPTH`] rows deep (`_page` × `_count`) |
 //! | `_cursor` | where the page starts, from a `next` link |
 //! | `_summary=count` | only the total |
 //!
 //! Dates: a date or partial date (`2025`, `2025-01`, `2025-01-02`) or a date-time to the minute stands for its
 //! whole (UTC) range, as FHIR says; a date-time to the second or finer is an instant, compared exactly (the
-//! reference's behaviour). Time zones default to UTC. Unknown parameters are ignored, as FHIR servers do by
-//! default; a known parameter with a value that cannot be understood is a 400.
+//! reference's behaviour). Time zones default to UTC. Years run from 0001 to 9999 (FHIR's four digits) and
+//! offsets up to ±14:00, so no date arithmetic can leave the calendar. Unknown parameters are ignored, as FHIR
+//! servers do by default; a known parameter with a value that cannot be understood is a 400.
 
 use std::collections::BTreeSet;
-use std::ops::Bound;
+use std::num::IntErrorKind;
+use std::ops::{Bound, RangeInclusive};
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Months, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Utc};
 use jhe_schemas::fhir::JHE_SOURCE_URI;
 
 use crate::error::{QueryError, Result};
 use crate::search::{
     CodeMatch, Cursor, DEFAULT_COUNT, MAX_COUNT, SearchRequest, SortField, SortKey, SortOrder, TimeCondition,
 };
+
+/// The deepest an offset page may reach: page `n` of `count` rows needs `n × count ≤ MAX_PAGE_DEPTH`. To skip the
+/// rows before a page, a search sorts every one of them; a `next` link's cursor starts where the previous page
+/// ended instead, which costs the same at any depth.
+pub const MAX_PAGE_DEPTH: u64 = 100_000;
+
+/// Whether page `page` (1-based) of `count` rows ends within [`MAX_PAGE_DEPTH`] rows.
+pub fn within_page_depth(page: u64, count: u64) -> bool {
+    page.checked_mul(count).is_some_and(|rows| rows <= MAX_PAGE_DEPTH)
+}
+
+/// The years a date parameter may name: FHIR's four-digit years.
+const YEARS: RangeInclusive<i32> = 1..=9999;
+/// The largest time-zone offset a date-time may carry (±14:00, the widest in use).
+const MAX_OFFSET_SECONDS: u32 = 14 * 3600;
+/// The accepted forms of a date parameter, for error messages.
+const DATE_FORMS: &str = "`[prefix]YYYY[-MM[-DD[Thh:mm[:ss[.f]][Z|±hh:mm]]]]` with a year from 0001 to 9999 and an \
+                          offset up to ±14:00; prefixes eq, ne, lt, le, gt, ge, sa, eb, ap";
 
 /// The query parameter that carries a paging cursor in `next` links.
 pub const CURSOR_PARAM: &str = "_cursor";
@@ -60,6 +80,7 @@ pub fn parse_search(params: &[(String, String)], now: DateTime<Utc>) -> Result<S
     let mut request = SearchRequest::default();
     let mut sort_fields: Vec<SortField> = Vec::new();
     let mut cursor_text: Option<&str> = None;
+    let mut page_text: Option<&str> = None;
     let filters = &mut request.filters;
     for (raw_name, raw_value) in params {
         let value = raw_value.trim();
@@ -115,13 +136,7 @@ pub fn parse_search(params: &[(String, String)], now: DateTime<Utc>) -> Result<S
             "_source:below" => filters.match_nothing = true,
             "_sort" => sort_fields.extend(sort(value)),
             "_count" => request.count = count(value),
-            "_page" => {
-                request.page = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|page| *page >= 1)
-                    .ok_or_else(|| invalid(format!("_page: `{value}` is not a page number (1, 2, …)")))?;
-            }
+            "_page" => page_text = Some(value),
             "_cursor" => cursor_text = Some(value),
             "_summary" => {
                 if value == "count" {
@@ -140,16 +155,60 @@ pub fn parse_search(params: &[(String, String)], now: DateTime<Utc>) -> Result<S
     }
     request.sort = SortOrder::new(sort_fields);
     if let Some(text) = cursor_text {
-        request.cursor = Some(Cursor::decode(text, &request.sort)?);
+        request.cursor = Some(cursor(text, &request.sort)?);
+    }
+    if let Some(text) = page_text {
+        request.page = page_number(text, request.count, request.cursor.is_some())?;
     }
     Ok(request)
 }
 
-/// `_count`: default 20, capped at 1000; invalid or 0 gives the default (as the reference).
+/// `_page`: a whole number from 1. Without a cursor the page is found by offset, so it may reach at most
+/// [`MAX_PAGE_DEPTH`] rows deep; with one, the cursor says where the page starts and the number only labels it.
+fn page_number(value: &str, count: usize, has_cursor: bool) -> Result<u32> {
+    let digits = !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit());
+    let positive = digits && value.bytes().any(|byte| byte != b'0');
+    let page = value.parse::<u32>().ok().filter(|page| *page >= 1);
+    let count = u64::try_from(count).unwrap_or(u64::MAX);
+    match page {
+        Some(page) if has_cursor || within_page_depth(u64::from(page), count) => Ok(page),
+        // a number too large for a page number is deeper than any page may go
+        _ if positive && !has_cursor => Err(invalid(format!(
+            "_page: page {value} of {count} would end past row {MAX_PAGE_DEPTH}, the deepest a `_page` may reach; \
+             follow the `next` link instead (its `_cursor` starts where the previous page ended, at the same cost at \
+             any depth)"
+        ))),
+        _ => Err(invalid(format!("_page: `{value}` is not a page number (1 to {})", u32::MAX))),
+    }
+}
+
+/// A `_cursor` for `sort`, whose time keys lie within the years a date may name (as every stored row's do).
+fn cursor(text: &str, sort: &SortOrder) -> Result<Cursor> {
+    let cursor = Cursor::decode(text, sort)?;
+    let (lowest, highest) = micros_range();
+    let in_range = sort.fields().iter().zip(cursor.keys()).all(|(field, key)| match field.key {
+        SortKey::Date | SortKey::LastUpdated => (lowest..=highest).contains(key),
+        SortKey::Id => true,
+    });
+    if in_range { Ok(cursor) } else { Err(QueryError::InvalidCursor) }
+}
+
+/// The first and last microsecond of [`YEARS`].
+fn micros_range() -> (i64, i64) {
+    let first = NaiveDate::from_ymd_opt(*YEARS.start(), 1, 1);
+    let after = NaiveDate::from_ymd_opt(YEARS.end() + 1, 1, 1);
+    let micros = |date: Option<NaiveDate>| date.map(|date| date.and_time(NaiveTime::MIN).and_utc().timestamp_micros());
+    // both dates exist (years 1 and 10000 are well inside chrono's calendar)
+    (micros(first).unwrap_or(i64::MIN), micros(after).map_or(i64::MAX, |after| after - 1))
+}
+
+/// `_count`: default 20, capped at 1000 (however many digits); invalid or 0 gives the default (as the reference).
 fn count(value: &str) -> usize {
     match value.parse::<usize>() {
-        Ok(0) | Err(_) => DEFAULT_COUNT,
+        Ok(0) => DEFAULT_COUNT,
         Ok(count) => count.min(MAX_COUNT),
+        Err(error) if *error.kind() == IntErrorKind::PosOverflow => MAX_COUNT,
+        Err(_) => DEFAULT_COUNT,
     }
 }
 
@@ -223,11 +282,8 @@ fn time_condition(name: &str, value: &str, now: DateTime<Utc>) -> Result<TimeCon
     };
     // a `+` of an offset arrives as a space when the client did not encode it
     let text = text.trim().replace(' ', "+");
-    let (start, end) = fhir_time(&text).ok_or_else(|| {
-        invalid(format!(
-            "{name}: `{value}` is not a FHIR date (`[prefix]YYYY[-MM[-DD[Thh:mm[:ss[.f]][Z|±hh:mm]]]]`, prefixes eq, ne, lt, le, gt, ge, sa, eb, ap)"
-        ))
-    })?;
+    let (start, end) =
+        fhir_time(&text).ok_or_else(|| invalid(format!("{name}: `{value}` is not a FHIR date ({DATE_FORMS})")))?;
     use Bound::{Excluded, Included, Unbounded};
     let condition = |lower, upper| TimeCondition { lower, upper, negated: false };
     Ok(match (prefix, end) {
@@ -257,68 +313,72 @@ fn time_condition(name: &str, value: &str, now: DateTime<Utc>) -> Result<TimeCon
 /// `(start, end)` in microseconds: the range of a date or date-time to the minute (`end` exclusive), or an instant
 /// (`end` = `None`) for a date-time to the second or finer.
 fn fhir_time(text: &str) -> Option<(i64, Option<i64>)> {
-    let micros = |time: DateTime<Utc>| time.timestamp_micros();
+    let micros = |time: NaiveDateTime| time.and_utc().timestamp_micros();
     let (date, time) = match text.split_once('T') {
         Some((date, time)) => (date, Some(time)),
         None => (text, None),
     };
     let date_parts: Vec<&str> = date.split('-').collect();
-    let number = |text: &str, digits: usize| -> Option<u32> {
-        (text.len() == digits && text.bytes().all(|b| b.is_ascii_digit())).then(|| text.parse().ok()).flatten()
-    };
+    let year = i32::try_from(digits(date_parts.first()?, 4)?).ok().filter(|year| YEARS.contains(year))?;
     let Some(time) = time else {
-        let year = i32::try_from(number(date_parts.first()?, 4)?).ok()?;
         let (first, next) = match date_parts.len() {
             1 => {
                 let first = NaiveDate::from_ymd_opt(year, 1, 1)?;
                 (first, first.checked_add_months(Months::new(12))?)
             }
             2 => {
-                let first = NaiveDate::from_ymd_opt(year, number(date_parts[1], 2)?, 1)?;
+                let first = NaiveDate::from_ymd_opt(year, digits(date_parts[1], 2)?, 1)?;
                 (first, first.checked_add_months(Months::new(1))?)
             }
             3 => {
-                let first = NaiveDate::from_ymd_opt(year, number(date_parts[1], 2)?, number(date_parts[2], 2)?)?;
+                let first = NaiveDate::from_ymd_opt(year, digits(date_parts[1], 2)?, digits(date_parts[2], 2)?)?;
                 (first, first.succ_opt()?)
             }
             _ => return None,
         };
-        let start = Utc.from_utc_datetime(&first.and_time(NaiveTime::MIN));
-        let end = Utc.from_utc_datetime(&next.and_time(NaiveTime::MIN));
-        return Some((micros(start), Some(micros(end))));
+        return Some((micros(first.and_time(NaiveTime::MIN)), Some(micros(next.and_time(NaiveTime::MIN)))));
     };
-    if date_parts.len() != 3 {
+    let [_, month, day] = date_parts.as_slice() else {
         return None;
-    }
-    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    if date.year() < 1 {
-        return None;
-    }
-    // split off the zone: `Z`, `±hh:mm`, or none (UTC)
-    let (clock, offset_seconds) = if let Some(clock) = time.strip_suffix('Z').or_else(|| time.strip_suffix('z')) {
-        (clock, 0)
-    } else if let Some(at) = time.rfind(['+', '-']) {
-        let (clock, zone) = time.split_at(at);
-        let sign = if zone.starts_with('-') { -1 } else { 1 };
-        let (hours, minutes) = zone[1..].split_once(':')?;
-        let seconds = i32::try_from(number(hours, 2)? * 3600 + number(minutes, 2)? * 60).ok()?;
-        (clock, sign * seconds)
-    } else {
-        (time, 0)
     };
-    let to_utc = |naive: NaiveDateTime| naive - chrono::Duration::seconds(i64::from(offset_seconds));
+    let date = NaiveDate::from_ymd_opt(year, digits(month, 2)?, digits(day, 2)?)?;
+    let (clock, offset) = clock_and_offset(time)?;
     match clock.split(':').count() {
         2 => {
-            let naive = NaiveDateTime::new(date, NaiveTime::parse_from_str(clock, "%H:%M").ok()?);
-            let start = Utc.from_utc_datetime(&to_utc(naive));
-            Some((micros(start), Some(micros(start + chrono::Duration::minutes(1)))))
+            let local = NaiveDateTime::new(date, NaiveTime::parse_from_str(clock, "%H:%M").ok()?);
+            let start = local.checked_sub_signed(offset)?;
+            Some((micros(start), Some(micros(start.checked_add_signed(TimeDelta::minutes(1))?))))
         }
         3 => {
-            let naive = NaiveDateTime::new(date, NaiveTime::parse_from_str(clock, "%H:%M:%S%.f").ok()?);
-            Some((micros(Utc.from_utc_datetime(&to_utc(naive))), None))
+            let local = NaiveDateTime::new(date, NaiveTime::parse_from_str(clock, "%H:%M:%S%.f").ok()?);
+            Some((micros(local.checked_sub_signed(offset)?), None))
         }
         _ => None,
     }
+}
+
+/// A number of exactly `width` ASCII digits.
+fn digits(text: &str, width: usize) -> Option<u32> {
+    (text.len() == width && text.bytes().all(|byte| byte.is_ascii_digit())).then(|| text.parse().ok()).flatten()
+}
+
+/// The clock of a date-time and its offset from UTC: `Z`, `±hh:mm` (up to ±14:00), or none (UTC).
+fn clock_and_offset(time: &str) -> Option<(&str, TimeDelta)> {
+    if let Some(clock) = time.strip_suffix('Z').or_else(|| time.strip_suffix('z')) {
+        return Some((clock, TimeDelta::zero()));
+    }
+    let Some(at) = time.rfind(['+', '-']) else {
+        return Some((time, TimeDelta::zero()));
+    };
+    let (clock, zone) = time.split_at(at);
+    let (hours, minutes) = zone.get(1..)?.split_once(':')?;
+    let (hours, minutes) = (digits(hours, 2)?, digits(minutes, 2)?);
+    let seconds = hours * 3600 + minutes * 60;
+    if minutes > 59 || seconds > MAX_OFFSET_SECONDS {
+        return None;
+    }
+    let offset = TimeDelta::seconds(i64::from(seconds));
+    Some((clock, if zone.starts_with('-') { -offset } else { offset }))
 }
 
 #[cfg(test)]
@@ -434,13 +494,109 @@ mod tests {
             [("_lastUpdated", "ge2025-02-30")],
             [("_page", "0")],
             [("_page", "two")],
+            [("_page", "-1")],
+            [("_page", "99999999999999999999")],
+            [("_page", "5001")],
             [("code:text", "heart")],
             [("_cursor", "not-a-cursor")],
+            [("date", "+262142-12-31T23:59Z")],
+            [("date", "ge-262143-01-01T00:00Z")],
+            [("_lastUpdated", "gt+262142-12-31")],
+            [("date", "\u{fffd}\u{fffd}2025")],
         ] {
             assert!(
                 matches!(parse(&pairs), Err(QueryError::InvalidParameter(_) | QueryError::InvalidCursor)),
                 "{pairs:?}"
             );
         }
+    }
+
+    fn hour_of(year: i32, month: u32, day: u32, hour: u32) -> i64 {
+        NaiveDate::from_ymd_opt(year, month, day).unwrap().and_hms_opt(hour, 0, 0).unwrap().and_utc().timestamp_micros()
+    }
+
+    /// A cursor as the server encodes one (base64url of `{"s": order, "k": keys}`).
+    fn cursor_text(order: &str, keys: &[i64]) -> String {
+        use base64::Engine as _;
+        let json = serde_json::json!({ "s": order, "k": keys }).to_string();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    fn refusal(pairs: &[(&str, &str)]) -> String {
+        match parse(pairs) {
+            Err(QueryError::InvalidParameter(message)) => message,
+            other => panic!("{pairs:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dates_outside_the_four_digit_years_are_refused() {
+        // chrono's calendar reaches year 262142: its last minute plus one overflowed
+        for junk in [
+            "262142-12-31T23:59Z",
+            "+262142-12-31T23:59Z",
+            "-262143-01-01T00:00Z",
+            "262142-12-31",
+            "10000-01-01",
+            "0000-06-01",
+            "0000-01-01T00:00:00Z",
+            "2025-01-02T10:00+14:01",
+            "2025-01-02T10:00-15:00",
+            "2025-01-02T10:00+02:60",
+            "2025-1-02T10:00Z",
+        ] {
+            assert_eq!(fhir_time(junk), None, "{junk}");
+        }
+        // the extremes that remain are ordinary instants
+        assert_eq!(fhir_time("9999-12-31T23:59-14:00").and_then(|(_, end)| end), Some(hour_of(10000, 1, 1, 14)));
+        assert_eq!(fhir_time("0001-01-01T00:00:00+14:00"), Some((hour_of(0, 12, 31, 10), None)));
+        assert_eq!(fhir_time("9999"), Some((at("9999-01-01T00:00:00Z"), Some(hour_of(10000, 1, 1, 0)))));
+        let message = refusal(&[("date", "+262142-12-31T23:59Z")]);
+        assert!(message.starts_with("date: ") && message.contains("a year from 0001 to 9999"), "{message}");
+        let message = refusal(&[("_lastUpdated", "ap10000")]);
+        assert!(message.starts_with("_lastUpdated: "), "{message}");
+    }
+
+    #[test]
+    fn pages_stop_at_the_depth_limit() {
+        assert_eq!(parse(&[("_page", "5000")]).unwrap().page, 5000, "5000 pages of the default 20");
+        assert_eq!(parse(&[("_count", "1000"), ("_page", "100")]).unwrap().page, 100);
+        for pairs in [
+            vec![("_page", "5001")],
+            vec![("_count", "1000"), ("_page", "101")],
+            vec![("_page", "1000000000")],
+            vec![("_page", "99999999999999999999")],
+        ] {
+            let message = refusal(&pairs);
+            assert!(message.contains("past row 100000") && message.contains("`next` link"), "{message}");
+        }
+        for junk in ["0", "-1", "two", "", "1.5", "-99999999999999999999"] {
+            let message = refusal(&[("_page", junk)]);
+            assert!(message.contains("is not a page number (1 to 4294967295)"), "{junk}: {message}");
+        }
+        // with a cursor the number only labels the page
+        let order = SortOrder::default();
+        let text = cursor_text(&order.signature(), &[at("2025-01-02T00:00:00Z"), 7]);
+        let request = parse(&[("_page", "4000000000"), ("_cursor", &text)]).unwrap();
+        assert_eq!(request.page, 4_000_000_000);
+        assert!(within_page_depth(1, MAX_PAGE_DEPTH) && !within_page_depth(u64::MAX, 2));
+    }
+
+    #[test]
+    fn counts_of_any_size_are_capped() {
+        assert_eq!(parse(&[("_count", "99999999999999999999")]).unwrap().count, MAX_COUNT);
+        assert_eq!(parse(&[("_count", "-5")]).unwrap().count, DEFAULT_COUNT);
+        assert_eq!(parse(&[("_count", "-99999999999999999999")]).unwrap().count, DEFAULT_COUNT);
+    }
+
+    #[test]
+    fn cursors_with_times_outside_the_calendar_are_refused() {
+        let order = SortOrder::default();
+        for keys in [[i64::MAX, 1], [i64::MIN, 1], [hour_of(10000, 1, 1, 0), 1], [hour_of(0, 12, 31, 23), 1]] {
+            let text = cursor_text(&order.signature(), &keys);
+            assert!(matches!(parse(&[("_cursor", &text)]), Err(QueryError::InvalidCursor)), "{text}");
+        }
+        let text = cursor_text("_id", &[i64::MIN]);
+        assert!(parse(&[("_sort", "_id"), ("_cursor", &text)]).is_ok(), "ids may be any number");
     }
 }

@@ -55,9 +55,10 @@ fn require_practitioner(caller: &Caller) -> ApiResult<()> {
            ("study_id" = Option<i64>, Query, description = "a study-scoped read: enrolled patients, codes the study requests and consents for it"),
            ("patient_id" = Option<i64>, Query, description = "one patient (in your organizations)"),
            ("observation_id" = Option<i64>, Query, description = "one observation"),
-           ("page" = Option<u32>, Query, description = "1-based page"),
+           ("page" = Option<u32>, Query, description = "1-based page; page × pageSize at most 100,000 (400 beyond)"),
            ("pageSize" = Option<u32>, Query, description = "page size (default 20, max 1000)")),
     responses((status = 200, description = "paged observations the caller may see under consent, newest first"),
+              (status = 400, description = "an id that is not an integer, or a page past row 100,000"),
               (status = 401, description = "no token"),
               (status = 403, description = "an organization, study or patient outside your organizations"),
               (status = 404, description = "a patient caller, or a page past the end")))]

@@ -31,6 +31,8 @@ use jhe_schemas::fhir::bundle::{SearchsetLinks, searchset, summary_count};
 use jhe_schemas::fhir::capability::{CapabilityContext, capability_statement, resource_types};
 use jhe_schemas::fhir::outcome::OperationOutcome;
 use jhe_schemas::fhir::render;
+#[doc(hidden)]
+pub use params::parse_for_fuzzing;
 use params::{PageWanted, SearchRequest, invalid_page, normalize_key};
 use serde::Serialize;
 use serde_json::Value;
@@ -345,7 +347,9 @@ async fn run_search(
         PageWanted::Number(number) => number,
         PageWanted::Last => {
             let total = jhe_catalog::fhir_count(&state.pool, kind, &query).await?;
-            page_count(total, size)
+            let last = page_count(total, size);
+            params::check_page_depth("_page", "last", last, size)?;
+            last
         }
     };
     let page =

@@ -6,14 +6,17 @@
 //! OR together where FHIR allows it (`_id`, tokens, strings).
 //!
 //! Unknown parameters are ignored (FHIR's lenient handling, and the reference's), unless the request says
-//! `Prefer: handling=strict`; a known parameter with a value it cannot use is a 400.
+//! `Prefer: handling=strict`; a known parameter with a value it cannot use is a 400. Dates name years 0001 to 9999
+//! and offsets up to ±14:00; a page may end at most [`MAX_PAGE_DEPTH`] rows deep (`_page` × `_count`).
 
 use crate::error::ApiError;
 use chrono::{DateTime, Days, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
 use jhe_catalog::{
     Comparator, DateBound, FhirFilter, FhirResourceKind, SortField, SortKey, TextField, TextMatch, TokenMatch,
 };
+use jhe_query::fhir_params::{MAX_PAGE_DEPTH, within_page_depth};
 use jhe_schemas::fhir::JHE_SOURCE_URI;
+use std::num::IntErrorKind;
 
 pub(super) const DEFAULT_COUNT: u32 = 20;
 pub(super) const MAX_COUNT: u32 = 1000;
@@ -76,6 +79,7 @@ pub(super) fn parse(
         summary_count: false,
     };
     let mut unknown = Vec::new();
+    let mut page_text = None;
     for (key, value) in params {
         let normalized = normalize_key(key);
         let value = value.as_str();
@@ -129,21 +133,14 @@ pub(super) fn parse(
                 }
             }
             "_count" => {
-                // invalid or 0 falls back to the default and large values are capped, silently (§6.6)
+                // invalid or 0 falls back to the default and large values (of any length) are capped, silently (§6.6)
                 request.count = match value.trim().parse::<u32>() {
                     Ok(count) if count >= 1 => count.min(MAX_COUNT),
+                    Err(error) if *error.kind() == IntErrorKind::PosOverflow => MAX_COUNT,
                     _ => DEFAULT_COUNT,
                 };
             }
-            "_page" => {
-                request.page = match value.trim() {
-                    "last" => PageWanted::Last,
-                    text => match text.parse::<u32>() {
-                        Ok(page) if page >= 1 => PageWanted::Number(page),
-                        _ => return Err(invalid_page()),
-                    },
-                };
-            }
+            "_page" => page_text = Some((key.as_str(), value)),
             "_sort" => request.sort = sort_keys(kind, value, strict)?,
             "_summary" => {
                 request.summary_count = match value.trim().to_ascii_lowercase().as_str() {
@@ -177,6 +174,9 @@ pub(super) fn parse(
             }
         }
     }
+    if let Some((key, value)) = page_text {
+        request.page = page_wanted(key, value, request.count)?;
+    }
     if kind.is_none() {
         request.filters.push(FhirFilter::Nothing);
     }
@@ -186,8 +186,53 @@ pub(super) fn parse(
     Ok(request)
 }
 
+/// The parse a search handler makes, for the fuzz target (`api/fuzz`): `None` for a refusal, else the page size
+/// and the page number (`None`: `last`).
+#[doc(hidden)]
+pub fn parse_for_fuzzing(
+    kind: Option<FhirResourceKind>,
+    params: &[(String, String)],
+    strict: bool,
+) -> Option<(u32, Option<u32>)> {
+    let request = parse(kind, params, strict).ok()?;
+    let page = match request.page {
+        PageWanted::Number(number) => Some(number),
+        PageWanted::Last => None,
+    };
+    Some((request.count, page))
+}
+
 pub(super) fn invalid_page() -> ApiError {
     ApiError::new(jhe_schemas::ErrorKind::NotFound, "Invalid page.")
+}
+
+/// `_page`: `last`, or a whole number from 1 (anything else is Django REST framework's 404 `Invalid page.`) whose
+/// page ends within [`MAX_PAGE_DEPTH`] rows.
+fn page_wanted(key: &str, value: &str, count: u32) -> Result<PageWanted, ApiError> {
+    let text = value.trim();
+    if text == "last" {
+        return Ok(PageWanted::Last);
+    }
+    let page = match text.parse::<u32>() {
+        Ok(page) if page >= 1 => page,
+        // a number too large for a page number is deeper than any page may go
+        Err(error) if *error.kind() == IntErrorKind::PosOverflow => u32::MAX,
+        _ => return Err(invalid_page()),
+    };
+    check_page_depth(key, value, page, count)?;
+    Ok(PageWanted::Number(page))
+}
+
+/// A 400 when page `page` of `count` rows ends past [`MAX_PAGE_DEPTH`] rows: skipping the rows before it would sort
+/// every one of them.
+pub(super) fn check_page_depth(key: &str, value: &str, page: u32, count: u32) -> Result<(), ApiError> {
+    if within_page_depth(u64::from(page), u64::from(count)) {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "Invalid {key} value: '{value}': page {page} of {count} would end past row {MAX_PAGE_DEPTH}, the deepest a \
+         page may reach; narrow the search, or reverse its _sort to read from the other end."
+    )))
 }
 
 fn push_nonempty(filters: &mut Vec<FhirFilter>, filter: Option<FhirFilter>) {
@@ -345,15 +390,24 @@ fn comparator(key: &str, raw: &str) -> Result<(Comparator, String), ApiError> {
     Ok((comparator, raw[2..].to_owned()))
 }
 
-/// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`: the first day and the day after the last.
+/// The accepted forms of `_lastUpdated` and `birthdate`, for error messages.
+const INSTANT_FORMS: &str = "[prefix]YYYY[-MM[-DD[Thh:mm[:ss[.fff]][Z|±hh:mm]]]] with a year from 0001 to 9999 and an \
+                             offset up to ±14:00";
+const DATE_FORMS: &str = "[prefix]YYYY[-MM[-DD]] with a year from 0001 to 9999";
+
+/// `YYYY`, `YYYY-MM` or `YYYY-MM-DD` (years 0001 to 9999, FHIR's four digits): the first day and the day after the
+/// last.
 fn date_range(text: &str) -> Option<(NaiveDate, NaiveDate)> {
     let parts: Vec<&str> = text.split('-').collect();
     let number = |part: &str, width: usize| {
         (part.len() == width && part.bytes().all(|b| b.is_ascii_digit())).then(|| part.parse::<u32>().ok()).flatten()
     };
-    let year = i32::try_from(number(parts.first()?, 4)?).ok()?;
+    let year = i32::try_from(number(parts.first()?, 4)?).ok().filter(|year| *year >= 1)?;
     match parts.as_slice() {
-        [_] => Some((NaiveDate::from_ymd_opt(year, 1, 1)?, NaiveDate::from_ymd_opt(year + 1, 1, 1)?)),
+        [_] => {
+            let start = NaiveDate::from_ymd_opt(year, 1, 1)?;
+            Some((start, start.checked_add_months(Months::new(12))?))
+        }
         [_, month] => {
             let start = NaiveDate::from_ymd_opt(year, number(month, 2)?, 1)?;
             Some((start, start.checked_add_months(Months::new(1))?))
@@ -410,7 +464,7 @@ fn instant_range(date: NaiveDate, time_and_zone: &str) -> Option<(DateTime<Utc>,
 
 /// `_lastUpdated`: a date (that whole UTC day, month or year) or a date-time (the instant at its precision).
 fn instant_bound(key: &str, raw: &str) -> Result<DateBound<DateTime<Utc>>, ApiError> {
-    let invalid = || bad(format!("Invalid {key} value: '{raw}'."));
+    let invalid = || bad(format!("Invalid {key} value: '{raw}'. Expected {INSTANT_FORMS}."));
     let (comparator, value) = comparator(key, raw.trim())?;
     let (start, end) = match value.split_once('T') {
         Some((date, time)) => {
@@ -429,7 +483,8 @@ fn instant_bound(key: &str, raw: &str) -> Result<DateBound<DateTime<Utc>>, ApiEr
 fn date_bound(key: &str, raw: &str) -> Result<DateBound<NaiveDate>, ApiError> {
     let (comparator, value) = comparator(key, raw.trim())?;
     let date = value.split_once('T').map_or(value.as_str(), |(date, _)| date);
-    let (start, end) = date_range(date).ok_or_else(|| bad(format!("Invalid {key} value: '{raw}'.")))?;
+    let (start, end) =
+        date_range(date).ok_or_else(|| bad(format!("Invalid {key} value: '{raw}'. Expected {DATE_FORMS}.")))?;
     Ok(DateBound { comparator, start, end })
 }
 

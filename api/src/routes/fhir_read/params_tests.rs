@@ -50,8 +50,9 @@ fn paging_follows_the_reference() {
     assert_eq!(parse_ok(FhirResourceKind::Organization, &[("_count", "x")]).count, 20);
     assert_eq!(parse_ok(FhirResourceKind::Organization, &[("_page", "3")]).page, PageWanted::Number(3));
     assert_eq!(parse_ok(FhirResourceKind::Organization, &[("_page", "last")]).page, PageWanted::Last);
-    for page in ["0", "-1", "two"] {
-        assert!(parse(Some(FhirResourceKind::Group), &pairs(&[("_page", page)]), false).is_err(), "{page}");
+    for page in ["0", "-1", "two", "-99999999999999999999"] {
+        let error = parse(Some(FhirResourceKind::Group), &pairs(&[("_page", page)]), false).unwrap_err();
+        assert!(format!("{error:?}").contains("Invalid page."), "{page}: {error:?}");
     }
     assert!(parse_ok(FhirResourceKind::Device, &[("_summary", "count")]).summary_count);
     assert!(parse(Some(FhirResourceKind::Device), &pairs(&[("_summary", "bogus")]), false).is_err());
@@ -180,4 +181,68 @@ fn birthdates_compare_by_day() {
         (Comparator::Le, NaiveDate::from_ymd_opt(1986, 4, 12).unwrap(), NaiveDate::from_ymd_opt(1986, 4, 13).unwrap())
     );
     assert!(date_bound("birthdate", "1986-02-30").is_err());
+}
+
+#[test]
+fn pages_end_within_the_depth_limit() {
+    let page = |list: &[(&str, &str)]| parse(Some(FhirResourceKind::Patient), &pairs(list), false).map(|r| r.page);
+    assert_eq!(page(&[("_page", "5000")]).unwrap(), PageWanted::Number(5000), "5000 pages of the default 20");
+    assert_eq!(page(&[("_page", "100"), ("_count", "1000")]).unwrap(), PageWanted::Number(100));
+    for list in [
+        vec![("_page", "5001")],
+        vec![("_count", "1000"), ("_page", "101")],
+        vec![("_page", "1000000000")],
+        vec![("_page", "4294967296")],
+        vec![("_page", "99999999999999999999")],
+        vec![("_count", "99999999999999999999"), ("_page", "200")],
+    ] {
+        let error = page(&list).unwrap_err();
+        let text = format!("{error:?}");
+        assert!(text.contains("InvalidInput") && text.contains("past row 100000"), "{list:?}: {text}");
+    }
+    assert!(check_page_depth("_page", "last", 100, 1000).is_ok());
+    assert!(check_page_depth("_page", "last", 101, 1000).is_err());
+}
+
+#[test]
+fn counts_of_any_length_are_capped() {
+    assert_eq!(parse_ok(FhirResourceKind::Patient, &[("_count", "99999999999999999999")]).count, MAX_COUNT);
+    assert_eq!(parse_ok(FhirResourceKind::Patient, &[("_count", "-5")]).count, DEFAULT_COUNT);
+    assert_eq!(parse_ok(FhirResourceKind::Patient, &[("_count", "-99999999999999999999")]).count, DEFAULT_COUNT);
+}
+
+#[test]
+fn dates_name_four_digit_years() {
+    // `gt+262142-12-31` arrives with the `+` decoded to a space
+    for raw in [
+        "gt 262142-12-31",
+        "gt+262142-12-31",
+        "+262142-12-31T23:59Z",
+        "262142-12-31T23:59Z",
+        "ge-262143-01-01",
+        "0000",
+        "0000-01-01T00:00Z",
+        "10000-01-01",
+        "2025-01-02T10:00+15:00",
+        "2025-01-02T10:00+02:60",
+        "\u{fffd}\u{fffd}2025",
+    ] {
+        let error = instant_bound("_lastUpdated", raw).unwrap_err();
+        let text = format!("{error:?}");
+        assert!(text.contains("InvalidInput"), "{raw}: {text}");
+        assert!(text.contains("a year from 0001 to 9999") || text.contains("Invalid _lastUpdated"), "{raw}: {text}");
+        // a birthdate counts as its date: only the date part is checked
+        let bad_date = !raw.contains("T10:00");
+        assert_eq!(date_bound("birthdate", raw).is_err(), bad_date, "{raw}");
+    }
+    let message = format!("{:?}", instant_bound("_lastUpdated", "262142-12-31T23:59Z").unwrap_err());
+    assert!(message.contains("Invalid _lastUpdated value: '262142-12-31T23:59Z'. Expected [prefix]YYYY"), "{message}");
+    let message = format!("{:?}", date_bound("birthdate", "10000").unwrap_err());
+    assert!(message.contains("with a year from 0001 to 9999"), "{message}");
+    // the extremes that remain are ordinary instants
+    let last = instant_bound("_lastUpdated", "9999-12-31T23:59:59.999999999-14:00").unwrap();
+    assert_eq!(last.end, utc(10000, 1, 1, 14, 0, 0));
+    assert_eq!(instant_bound("_lastUpdated", "9999").unwrap().end, utc(10000, 1, 1, 0, 0, 0));
+    assert_eq!(instant_bound("_lastUpdated", "0001-01-01T00:00+14:00").unwrap().start, utc(0, 12, 31, 10, 0, 0));
+    assert_eq!(date_bound("birthdate", "9999-12").unwrap().end, NaiveDate::from_ymd_opt(10000, 1, 1).unwrap());
 }
