@@ -32,10 +32,6 @@ pub use routes::oauth::{KeyError, rotate_signing_key};
 #[doc(hidden)]
 pub use routes::parse_fhir_search_for_fuzzing;
 
-/// The search-parameter parser of the Postgres-backed FHIR resources, for the fuzz target (`api/fuzz`).
-#[doc(hidden)]
-pub use routes::parse_fhir_search_for_fuzzing;
-
 /// The version `GET /health` reports.
 pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 

@@ -23,8 +23,6 @@ mod users;
 pub(crate) use fhir_export::start_upkeep as start_export_upkeep;
 #[doc(hidden)]
 pub use fhir_read::parse_for_fuzzing as parse_fhir_search_for_fuzzing;
-#[doc(hidden)]
-pub use fhir_read::parse_for_fuzzing as parse_fhir_search_for_fuzzing;
 
 use crate::AppState;
 use crate::error::ApiError;
