@@ -108,7 +108,7 @@ async fn practitioner_signs_in_through_upstream_jhe_and_d_oauth_flow_continues()
         .find(|href| href.starts_with("/accounts/oidc/login/"))
         .unwrap_or_else(|| panic!("no single sign-on link: {}", login_page.body));
     assert!(login_page.body.contains("Sign in with Upstream Health"), "{}", login_page.body);
-    let pre_login_session = browser.cookie(&d.base, "jhe_session").expect("the login page's session");
+    assert_eq!(browser.cookie(&d.base, "jhe_session"), None, "showing the login page starts no session");
 
     // D → U authorize (state, nonce, PKCE S256, D's callback) → U login and consent → back to D's callback
     let started = browser.get(&format!("{}{link}", d.base)).await;
@@ -128,8 +128,7 @@ async fn practitioner_signs_in_through_upstream_jhe_and_d_oauth_flow_continues()
     let signed_in = browser.get(&callback).await;
     assert_eq!(signed_in.status, 302, "{}", signed_in.body);
     assert!(signed_in.location.starts_with("/o/authorize/?"), "{}", signed_in.location);
-    let session = browser.cookie(&d.base, "jhe_session").expect("a D session");
-    assert_ne!(session, pre_login_session, "a sign-in starts a new session");
+    assert!(browser.cookie(&d.base, "jhe_session").is_some(), "a sign-in starts a session");
     assert_eq!(browser.cookie(&d.base, "jhe_oidc"), None);
     let back = browser.get(&signed_in.next_url()).await;
     assert_eq!(back.status, 302, "{}", back.body);

@@ -1,5 +1,6 @@
 //! `/api/v1/users`: accounts. Users read and edit only themselves unless superuser (closing jhe-compat §13.2).
 
+use super::oauth::{ClientAddr, PasswordChangeError, PasswordProof, change_password};
 use crate::AppState;
 use crate::access::{current_user_role, require_practitioner, require_superuser};
 use crate::error::{ApiError, ApiResult};
@@ -7,10 +8,11 @@ use crate::extract::{Auth, Body, Id, RequestUrl, created, no_content, ok};
 use crate::paging::{DEFAULT_PAGE_SIZE, page_request, paged};
 use axum::Router;
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use axum::routing::get;
-use jhe_catalog::{NewUser, UserChanges};
-use jhe_schemas::UserType;
+use jhe_catalog::{Caller, FoundUser, KeepSignedIn, NewUser, UserChanges};
+use jhe_schemas::{ErrorKind, UserType};
 use serde_json::json;
 
 #[derive(utoipa::OpenApi)]
@@ -68,15 +70,32 @@ async fn create(State(state): State<AppState>, Auth(caller): Auth, body: Body) -
     created(&jhe_catalog::create_user(&state.pool, &new).await?)
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", summary = "Update a user (themselves or superuser); PUT is accepted too",
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", summary = "Update a user (themselves or superuser); PUT is accepted too. A new `password` follows the password form's rules and ends every session and token of the user but the caller's own token; for one's own password `currentPassword` is required (a superuser setting another user's password needs none)",
     params(("id" = i64, Path, description = "the id")),
     request_body(content = serde_json::Value, description = "JSON object; camelCase or snake_case keys"),
-    responses((status = 200, description = "success"), (status = 400, description = "invalid input; `detail` says what to change"), (status = 401, description = "no valid bearer token"), (status = 403, description = "the caller may not do this"), (status = 404, description = "not found")))]
-async fn update(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id, body: Body) -> ApiResult<Response> {
+    responses((status = 200, description = "success"), (status = 400, description = "invalid input (a missing or wrong `currentPassword`, a weak `password`); `detail` says what to change"), (status = 401, description = "no valid bearer token"), (status = 403, description = "the caller may not do this"), (status = 404, description = "not found"), (status = 429, description = "too many password changes from this address; try again later")))]
+async fn update(
+    State(state): State<AppState>,
+    Auth(caller): Auth,
+    Id(id): Id,
+    client: ClientAddr,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
     if id != caller.user_id && !caller.is_superuser {
         return Err(ApiError::permission_denied());
     }
-    body.only(&["id", "email", "first_name", "last_name", "password", "is_superuser", "user_type", "patient"])?;
+    body.only(&[
+        "id",
+        "email",
+        "first_name",
+        "last_name",
+        "password",
+        "current_password",
+        "is_superuser",
+        "user_type",
+        "patient",
+    ])?;
     let is_superuser = match body.0.get("is_superuser") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::Bool(flag)) => Some(*flag),
@@ -89,9 +108,57 @@ async fn update(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id, b
         first_name: body.string("first_name")?.flatten(),
         last_name: body.string("last_name")?.flatten(),
         is_superuser,
-        password: body.string("password")?.flatten(),
     };
+    // the password first: when it is refused, nothing has changed
+    if let Some(password) = body.string("password")?.flatten() {
+        let current = body.string("current_password")?.flatten();
+        set_password(&state, &caller, id, &password, current.as_deref(), (client, &headers)).await?;
+    }
     ok(&jhe_catalog::update_user(&state.pool, id, &changes).await?)
+}
+
+/// A new password for user `id` by the password form's rule ([`change_password`]). A user changing their own
+/// proves the current password and keeps the bearer token of this request (the app that made the change stays
+/// signed in; the token's refresh token is revoked with the others, so it lasts until it expires). A superuser
+/// setting another user's password needs no current password; every session and token of that user ends.
+async fn set_password(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    password: &str,
+    current: Option<&str>,
+    client: (ClientAddr, &HeaderMap),
+) -> ApiResult<()> {
+    let own = id == caller.user_id;
+    let proof = match (own, caller.is_superuser) {
+        (true, _) => PasswordProof::CurrentPassword(current),
+        (false, true) => PasswordProof::Superuser,
+        (false, false) => return Err(ApiError::permission_denied()),
+    };
+    let token = bearer_sha256(client.1);
+    let keep = match &token {
+        Some(sha256) if own => KeepSignedIn::AccessToken(sha256),
+        _ => KeepSignedIn::Nothing,
+    };
+    change_password(state, client, id, proof, password, keep).await.map_err(|error| match error {
+        PasswordChangeError::Budget(refusal) => ApiError::new(ErrorKind::TooManyRequests, refusal.message),
+        PasswordChangeError::WrongCurrentPassword if current.is_none_or(str::is_empty) => {
+            ApiError::bad_request("currentPassword: your current password is required to change your password")
+        }
+        PasswordChangeError::WrongCurrentPassword => {
+            ApiError::bad_request("currentPassword: the current password is not correct")
+        }
+        PasswordChangeError::Weak(problem) => ApiError::bad_request(format!("password: {problem}")),
+        PasswordChangeError::NoAccount => jhe_catalog::Error::NotFound { entity: "JheUser" }.into(),
+        PasswordChangeError::Failed(error) => error.into(),
+    })
+}
+
+/// sha256 of the request's bearer token (which the `Auth` extractor has accepted).
+fn bearer_sha256(headers: &HeaderMap) -> Option<[u8; 32]> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    Some(jhe_catalog::token_sha256(token))
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", summary = "Delete a user (superuser)",
@@ -138,17 +205,23 @@ async fn organizations(State(state): State<AppState>, Auth(caller): Auth) -> Api
     ok(&organizations)
 }
 
-#[utoipa::path(get, path = "/api/v1/users/search_by_email", tag = "users", summary = "Find a user by email (practitioners)",
+#[utoipa::path(get, path = "/api/v1/users/search_by_email", tag = "users", summary = "Find a user by email (practitioners). A patient outside the caller's organizations is only said to exist: `id` and the email asked for, no names, no patient record; no such user: an object without `id`",
     responses((status = 200, description = "success"), (status = 400, description = "invalid input; `detail` says what to change"), (status = 401, description = "no valid bearer token"), (status = 403, description = "the caller may not do this")))]
 async fn search_by_email(State(state): State<AppState>, Auth(caller): Auth, url: RequestUrl) -> ApiResult<Response> {
     require_practitioner(&caller)?;
-    let Some(email) = url.param("email").filter(|e| !e.trim().is_empty()) else {
+    let Some(email) = url.param("email").map(str::trim).filter(|e| !e.is_empty()) else {
         return Err(ApiError::bad_request("email: this query parameter is required"));
     };
-    match jhe_catalog::find_user_by_email(&state.pool, email.trim()).await? {
-        Some(user) => ok(&user),
+    // the scope of `patients/global_lookup`: patients are described in the caller's organizations only
+    let organization_ids = caller.organization_ids();
+    let visible_in = (!caller.is_superuser).then_some(organization_ids.as_slice());
+    match jhe_catalog::find_user_by_email(&state.pool, email, visible_in).await? {
+        Some(FoundUser::Described(user)) => ok(&user),
+        // the web UI needs the id to add a practitioner to an organization, nothing else
+        Some(FoundUser::Exists { id }) => ok(&json!({"id": id, "email": email, "first_name": "", "last_name": "",
+                                                     "patient": null, "user_type": null, "is_superuser": false})),
         // the web UI tests `id === undefined` to offer creating the account
-        None => ok(&json!({"email": email.trim(), "first_name": "", "last_name": "", "patient": null,
+        None => ok(&json!({"email": email, "first_name": "", "last_name": "", "patient": null,
                            "user_type": null, "is_superuser": false})),
     }
 }

@@ -161,16 +161,22 @@ pub async fn verify_email_with_token(pool: &PgPool, token: &str) -> Result<Optio
 }
 
 /// Revokes every credential that a password protected: all refresh tokens of the user and all access tokens
-/// issued to them (login flows, invitations, `jhe token create`). Practitioner API keys (client credentials, no
-/// user on their tokens) are separate secrets and stay.
-async fn revoke_user_tokens(conn: &mut PgConnection, user_id: i64) -> Result<()> {
+/// issued to them (login flows, invitations, `jhe token create`), except the access token whose sha256 is
+/// `keep_token`. Practitioner API keys (client credentials, no user on their tokens) are separate secrets and stay.
+async fn revoke_user_tokens(conn: &mut PgConnection, user_id: i64, keep_token: Option<&[u8]>) -> Result<()> {
     sqlx::query!(
         "UPDATE oauth_refresh_tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE user_id = $1",
         user_id
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query!("DELETE FROM access_tokens WHERE user_id = $1", user_id).execute(&mut *conn).await?;
+    sqlx::query!(
+        "DELETE FROM access_tokens WHERE user_id = $1 AND ($2::bytea IS NULL OR token_sha256 <> $2)",
+        user_id,
+        keep_token,
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -198,7 +204,7 @@ pub async fn reset_password_with_token(pool: &PgPool, token: &str, password_hash
         .await?;
     spend_reset_links(&mut tx, user_id).await?;
     sqlx::query!("DELETE FROM oauth_sessions WHERE user_id = $1", user_id).execute(&mut *tx).await?;
-    revoke_user_tokens(&mut tx, user_id).await?;
+    revoke_user_tokens(&mut tx, user_id, None).await?;
     sqlx::query!("DELETE FROM login_failures WHERE email = (SELECT lower(email) FROM users WHERE id = $1)", user_id)
         .execute(&mut *tx)
         .await?;
@@ -206,17 +212,39 @@ pub async fn reset_password_with_token(pool: &PgPool, token: &str, password_hash
     Ok(Some(user_id))
 }
 
-/// Sets a new password for a signed-in user (the old one was checked by the caller): every other session of the
-/// user ends and the user's tokens are revoked; the session `keep_session` stays signed in.
-pub async fn change_password(pool: &PgPool, user_id: i64, password_hash: &str, keep_session: i64) -> Result<()> {
+/// What stays signed in after a password change: the browser session, or the access token (by its sha256), the
+/// change was made with. Everything else of the user ends.
+#[derive(Debug, Clone, Copy)]
+pub enum KeepSignedIn<'a> {
+    Session(i64),
+    AccessToken(&'a [u8]),
+    Nothing,
+}
+
+/// Sets a new password (checked and hashed by the caller): every session of the user ends and the user's tokens
+/// are revoked, except what `keep` names; outstanding reset links are spent.
+pub async fn change_password(pool: &PgPool, user_id: i64, password_hash: &str, keep: KeepSignedIn<'_>) -> Result<()> {
+    let (keep_session, keep_token) = match keep {
+        KeepSignedIn::Session(id) => (Some(id), None),
+        KeepSignedIn::AccessToken(sha256) => (None, Some(sha256)),
+        KeepSignedIn::Nothing => (None, None),
+    };
     let mut tx = pool.begin().await?;
-    sqlx::query!("UPDATE users SET password = $2 WHERE id = $1", user_id, password_hash).execute(&mut *tx).await?;
-    sqlx::query!("DELETE FROM oauth_sessions WHERE user_id = $1 AND id <> $2", user_id, keep_session)
-        .execute(&mut *tx)
-        .await?;
+    let updated =
+        sqlx::query!("UPDATE users SET password = $2 WHERE id = $1", user_id, password_hash).execute(&mut *tx).await?;
+    if updated.rows_affected() == 0 {
+        return Err(Error::NotFound { entity: "JheUser" });
+    }
+    sqlx::query!(
+        "DELETE FROM oauth_sessions WHERE user_id = $1 AND ($2::bigint IS NULL OR id <> $2)",
+        user_id,
+        keep_session,
+    )
+    .execute(&mut *tx)
+    .await?;
     // outstanding reset links were meant for the old password
     spend_reset_links(&mut tx, user_id).await?;
-    revoke_user_tokens(&mut tx, user_id).await?;
+    revoke_user_tokens(&mut tx, user_id, keep_token).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -239,7 +267,7 @@ pub async fn password_reset_candidate(pool: &PgPool, email: &str) -> Result<Opti
     .await?)
 }
 
-/// The stored password hash of an active user (for the password-change form's old-password check).
+/// The email and stored password hash of an active user (for the current-password check of a password change).
 pub async fn active_user_password(pool: &PgPool, user_id: i64) -> Result<Option<(String, String)>> {
     Ok(sqlx::query!("SELECT email, password FROM users WHERE id = $1 AND is_active", user_id)
         .fetch_optional(pool)

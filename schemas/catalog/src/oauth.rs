@@ -259,30 +259,42 @@ pub struct Grant {
     pub nonce: Option<String>,
     pub auth_time: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
-    /// when it was used before this presentation (`Some` = the code is being reused)
+    /// when it was exchanged (`Some` = presenting it now is a reuse)
     pub used_before: Option<DateTime<Utc>>,
 }
 
-/// Marks a code used and returns it as it was: one presentation of a code wins, every later one sees
-/// `used_before`. `None` for an unknown code.
-pub async fn use_grant(pool: &PgPool, code: &str) -> Result<Option<Grant>> {
-    let mut tx = pool.begin().await?;
-    let grant = sqlx::query_as!(
+/// The code as stored, without using it: the token endpoint checks the client, redirect URI and PKCE verifier
+/// before anything changes, so a presentation that fails them leaves the code to its rightful client. `None` for
+/// an unknown code.
+pub async fn find_grant(pool: &PgPool, code: &str) -> Result<Option<Grant>> {
+    Ok(sqlx::query_as!(
         Grant,
         r#"SELECT id, client_pk, user_id, redirect_uri, scope, code_challenge, nonce, auth_time, expires_at,
                   used_at AS used_before
-           FROM oauth_grants WHERE code_sha256 = $1 FOR UPDATE"#,
+           FROM oauth_grants WHERE code_sha256 = $1"#,
         token_digest(code),
     )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(grant) = &grant
-        && grant.used_before.is_none()
-    {
-        sqlx::query!("UPDATE oauth_grants SET used_at = now() WHERE id = $1", grant.id).execute(&mut *tx).await?;
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Uses a checked code: marks it used and issues its tokens (the family `grant.grant_id`) in one transaction.
+/// `None` when the code was used already, also by a concurrent exchange (the conditional update waits for that
+/// exchange to commit and then matches nothing): nothing is issued, and the caller treats it as a reuse.
+pub async fn redeem_grant(pool: &PgPool, grant: &TokenGrant<'_>) -> Result<Option<IssuedTokens>> {
+    let Some(grant_id) = grant.grant_id else {
+        return Ok(None);
+    };
+    let mut tx = pool.begin().await?;
+    let used = sqlx::query!("UPDATE oauth_grants SET used_at = now() WHERE id = $1 AND used_at IS NULL", grant_id)
+        .execute(&mut *tx)
+        .await?;
+    if used.rows_affected() == 0 {
+        return Ok(None);
     }
+    let tokens = issue_tokens_in(&mut tx, grant).await?;
     tx.commit().await?;
-    Ok(grant)
+    Ok(Some(tokens))
 }
 
 /// Revokes every token descending from a grant: its access tokens are deleted and its refresh tokens revoked.
@@ -368,14 +380,19 @@ async fn insert_refresh_token(
 /// Issues an access token, and a refresh token when the grant has a user and a family (`grant_id`).
 pub async fn issue_tokens(pool: &PgPool, grant: &TokenGrant<'_>) -> Result<IssuedTokens> {
     let mut tx = pool.begin().await?;
-    let (access_id, access) = insert_access_token(&mut tx, grant).await?;
+    let tokens = issue_tokens_in(&mut tx, grant).await?;
+    tx.commit().await?;
+    Ok(tokens)
+}
+
+async fn issue_tokens_in(conn: &mut PgConnection, grant: &TokenGrant<'_>) -> Result<IssuedTokens> {
+    let (access_id, access) = insert_access_token(&mut *conn, grant).await?;
     let refresh = match (grant.grant_id, grant.user_id) {
         (Some(grant_id), Some(user_id)) => {
-            Some(insert_refresh_token(&mut tx, grant_id, grant, user_id, access_id).await?)
+            Some(insert_refresh_token(&mut *conn, grant_id, grant, user_id, access_id).await?)
         }
         _ => None,
     };
-    tx.commit().await?;
     Ok(IssuedTokens { access, refresh })
 }
 

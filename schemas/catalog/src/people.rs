@@ -2,7 +2,7 @@
 
 use crate::organizations::Organization;
 use crate::passwords::hash_password;
-use crate::patients::{Patient, patient_of_user};
+use crate::patients::{Patient, patient_of_user, patients_by_email};
 use crate::{Error, Page, PageRequest, Result};
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -87,16 +87,39 @@ pub async fn get_user(pool: &PgPool, id: i64) -> Result<User> {
     with_patient(pool, user).await
 }
 
-pub async fn find_user_by_email(pool: &PgPool, email: &str) -> Result<Option<User>> {
+/// A user found by email, as much of them as the caller may see.
+#[derive(Debug, Clone)]
+pub enum FoundUser {
+    /// every field, the patient record included
+    Described(Box<User>),
+    /// only that the account exists: a patient outside the caller's organizations, whose names, record and even
+    /// being a patient are not the caller's to know
+    Exists { id: i64 },
+}
+
+/// The user whose email is `email` (case-insensitive). With `visible_in`, a patient (a user with a patient record
+/// or of type patient) is described only when [`patients_by_email`] finds their record in one of those
+/// organizations, the scope of `patients/global_lookup`; otherwise only their existence is told.
+pub async fn find_user_by_email(pool: &PgPool, email: &str, visible_in: Option<&[i64]>) -> Result<Option<FoundUser>> {
     let user: Option<User> =
         sqlx::query_as(AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)")))
             .bind(email)
             .fetch_optional(pool)
             .await?;
-    match user {
-        Some(user) => Ok(Some(with_patient(pool, user).await?)),
-        None => Ok(None),
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let user = with_patient(pool, user).await?;
+    let is_patient = user.patient.is_some() || user.user_type.as_deref() == Some("patient");
+    if let Some(organization_ids) = visible_in
+        && is_patient
+    {
+        let visible = patients_by_email(pool, email, Some(organization_ids)).await?;
+        if !visible.iter().any(|patient| patient.jhe_user_id == Some(user.id)) {
+            return Ok(Some(FoundUser::Exists { id: user.id }));
+        }
     }
+    Ok(Some(FoundUser::Described(Box::new(user))))
 }
 
 /// A new user account; `password: None` creates an account that cannot log in with a password.
@@ -172,20 +195,19 @@ pub struct UserChanges {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub is_superuser: Option<bool>,
-    pub password: Option<String>,
 }
 
+/// Changes a user's names and superuser flag. (A password is changed by [`change_password`](crate::change_password),
+/// which also ends sessions and revokes tokens.)
 pub async fn update_user(pool: &PgPool, id: i64, changes: &UserChanges) -> Result<User> {
-    let password = changes.password.as_deref().map(hash_password).transpose()?;
     let updated = sqlx::query!(
         "UPDATE users SET first_name = COALESCE($2, first_name), last_name = COALESCE($3, last_name),
-             is_superuser = COALESCE($4, is_superuser), password = COALESCE($5, password)
+             is_superuser = COALESCE($4, is_superuser)
          WHERE id = $1",
         id,
         changes.first_name,
         changes.last_name,
         changes.is_superuser,
-        password,
     )
     .execute(pool)
     .await?;

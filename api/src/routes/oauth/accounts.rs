@@ -2,11 +2,13 @@
 //! invite code, email verification, password change and reset, and the login page's limits (failed-login
 //! lockout per email, a POST budget per client address).
 //!
-//! Every form carries the session's CSRF token (as the login form). Mail goes out in the background
+//! Every form carries its CSRF token as the login form does ([`FormBinding`]). Mail goes out in the background
 //! (`crate::mail`), so neither a slow mail server nor the existence of an account shows in an answer.
 
-use super::pages::{csrf_matches, current_session, error_page, escape, html, redirect, safe_next, set_cookie};
-use super::{CONFIG, form_pairs, param};
+use super::pages::{
+    FormBinding, csrf_failed, current_session, error_page, escape, html, redirect, safe_next, set_cookie, start_session,
+};
+use super::{form_pairs, param};
 use crate::AppState;
 use crate::error::OAuthError;
 use crate::extract::RequestUrl;
@@ -18,7 +20,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use jhe_catalog::{AccountTokenPurpose, LoginSession};
+use jhe_catalog::{AccountTokenPurpose, KeepSignedIn};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -50,7 +52,7 @@ pub(super) fn routes() -> Router<AppState> {
 
 /// The TCP peer of the request, when it came over TCP (`jhe_api::serve` records it).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct ClientAddr(Option<SocketAddr>);
+pub(crate) struct ClientAddr(Option<SocketAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = Infallible;
@@ -62,8 +64,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
 
 /// Why a login or form POST is refused for now: answered with 429 and `Retry-After`.
 #[derive(Debug, Clone)]
-pub(super) struct Refusal {
-    pub(super) message: String,
+pub(crate) struct Refusal {
+    pub(crate) message: String,
     retry_after_seconds: u64,
 }
 
@@ -136,62 +138,16 @@ fn failed(error: impl std::fmt::Display) -> Response {
     error_page(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on our side; please try again.")
 }
 
-/// The request's session, or a new anonymous one whose cookie [`PageSession::finish`] sets.
-struct PageSession {
-    csrf: String,
-    new_cookie: Option<String>,
+/// The form binding of a page (see [`FormBinding`]), or the failure page.
+async fn page_binding(state: &AppState, headers: &HeaderMap) -> Result<FormBinding, Response> {
+    FormBinding::for_page(state, headers).await.map_err(IntoResponse::into_response)
 }
 
-impl PageSession {
-    async fn of(state: &AppState, headers: &HeaderMap) -> Result<Self, Response> {
-        match current_session(state, headers).await {
-            Ok(Some(session)) => Ok(PageSession { csrf: session.csrf_token, new_cookie: None }),
-            Ok(None) => {
-                let csrf = jhe_catalog::random_token(40);
-                match jhe_catalog::create_login_session(&state.pool, &csrf, None, CONFIG.session_lifetime).await {
-                    Ok(cookie) => Ok(PageSession { csrf, new_cookie: Some(cookie) }),
-                    Err(error) => Err(failed(error)),
-                }
-            }
-            Err(error) => Err(error.into_response()),
-        }
-    }
-
-    fn finish(&self, mut response: Response) -> Response {
-        if let Some(cookie) = &self.new_cookie {
-            set_cookie(&mut response, cookie, CONFIG.session_lifetime.num_seconds());
-        }
-        response
-    }
-}
-
-/// The session a form POST belongs to, with its CSRF token checked.
-async fn posted_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    pairs: &[(String, String)],
-) -> Result<LoginSession, Response> {
-    let session = match current_session(state, headers).await {
-        Ok(Some(session)) => session,
-        Ok(None) => {
-            return Err(error_page(
-                StatusCode::FORBIDDEN,
-                "CSRF verification failed: your session expired; reload the page.",
-            ));
-        }
-        Err(error) => return Err(error.into_response()),
-    };
-    if !csrf_matches(&session, param(pairs, "csrfmiddlewaretoken")) {
-        return Err(error_page(StatusCode::FORBIDDEN, "CSRF verification failed; reload the page."));
-    }
-    Ok(session)
-}
-
-/// A posted account form: its fields and the session it belongs to, with the CSRF token checked (the 403 page of
-/// [`posted_session`] otherwise).
+/// A posted account form: its fields and what it is bound to, with the CSRF token checked (a 403 page
+/// otherwise).
 struct PostedForm {
     pairs: Vec<(String, String)>,
-    session: LoginSession,
+    binding: FormBinding,
 }
 
 impl FromRequest<AppState> for PostedForm {
@@ -201,8 +157,11 @@ impl FromRequest<AppState> for PostedForm {
         let headers = request.headers().clone();
         let body = Bytes::from_request(request, state).await.map_err(IntoResponse::into_response)?;
         let pairs = form_pairs(&body);
-        let session = posted_session(state, &headers, &pairs).await?;
-        Ok(PostedForm { pairs, session })
+        match FormBinding::of_post(state, &headers, param(&pairs, "csrfmiddlewaretoken")).await {
+            Ok(Some(binding)) => Ok(PostedForm { pairs, binding }),
+            Ok(None) => Err(csrf_failed()),
+            Err(error) => Err(error.into_response()),
+        }
     }
 }
 
@@ -259,16 +218,14 @@ async fn new_password_hash(
     if let Some(problem) = password_problem(&password, email) {
         return Err(invalid(&problem));
     }
-    hash(password).await
+    hash(password).await.map_err(failed)
 }
 
 /// argon2 takes tens of milliseconds: off the async workers.
-async fn hash(password: String) -> Result<String, Response> {
-    match tokio::task::spawn_blocking(move || jhe_catalog::passwords::hash_password(&password)).await {
-        Ok(Ok(hashed)) => Ok(hashed),
-        Ok(Err(error)) => Err(failed(error)),
-        Err(error) => Err(failed(error)),
-    }
+async fn hash(password: String) -> jhe_catalog::Result<String> {
+    tokio::task::spawn_blocking(move || jhe_catalog::passwords::hash_password(&password))
+        .await
+        .unwrap_or_else(|error| Err(jhe_catalog::Error::PasswordHash(error.to_string())))
 }
 
 async fn verify(password: String, stored: String) -> bool {
@@ -333,11 +290,11 @@ fn signup_form(csrf: &str, next: &str, email: &str, error: Option<&str>) -> Stri
 async fn signup_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let pairs = form_pairs(query.unwrap_or_default().as_bytes());
     let next = safe_next(param(&pairs, "next"));
-    let session = match PageSession::of(&state, &headers).await {
-        Ok(session) => session,
+    let binding = match page_binding(&state, &headers).await {
+        Ok(binding) => binding,
         Err(response) => return response,
     };
-    session.finish(html(StatusCode::OK, "Sign up", &signup_form(&session.csrf, &next, "", None)))
+    binding.finish(html(StatusCode::OK, "Sign up", &signup_form(&binding.csrf, &next, "", None)))
 }
 
 /// `POST /accounts/signup/`: creates a practitioner, mails the verification link, signs the new user in and goes
@@ -347,15 +304,15 @@ async fn signup_submit(
     client: ClientAddr,
     url: RequestUrl,
     headers: HeaderMap,
-    PostedForm { pairs, session }: PostedForm,
+    PostedForm { pairs, binding }: PostedForm,
 ) -> Response {
     let next = safe_next(param(&pairs, "next"));
     let email = param(&pairs, "email").unwrap_or_default().trim().to_owned();
     let invalid = |message: &str| {
-        html(StatusCode::BAD_REQUEST, "Sign up", &signup_form(&session.csrf_token, &next, &email, Some(message)))
+        html(StatusCode::BAD_REQUEST, "Sign up", &signup_form(&binding.csrf, &next, &email, Some(message)))
     };
     if let Err(refusal) = check_client(&state, client, &headers) {
-        return refusal.page("Sign up", &signup_form(&session.csrf_token, &next, &email, Some(&refusal.message)));
+        return refusal.page("Sign up", &signup_form(&binding.csrf, &next, &email, Some(&refusal.message)));
     }
     if let Some(problem) = email_problem(&email) {
         return invalid(problem);
@@ -396,20 +353,10 @@ async fn signup_submit(
     };
     tracing::info!(target: "jhe::accounts", user_id, "practitioner signed up");
     send_verification(&state, &url, user_id, &email).await;
-    let started = async {
-        jhe_catalog::delete_login_session(&state.pool, session.id).await?;
-        jhe_catalog::record_login(&state.pool, user_id, None).await?;
-        let csrf = jhe_catalog::random_token(40);
-        jhe_catalog::create_login_session(&state.pool, &csrf, Some(user_id), CONFIG.session_lifetime).await
-    };
-    match started.await {
-        Ok(cookie) => {
-            let mut response = redirect(&next);
-            set_cookie(&mut response, &cookie, CONFIG.session_lifetime.num_seconds());
-            response
-        }
-        Err(error) => failed(error),
+    if let Err(error) = jhe_catalog::record_login(&state.pool, user_id, None).await {
+        return failed(error);
     }
+    start_session(&state, binding.session.map(|session| session.id), user_id, &next).await
 }
 
 /// Mails a verification link (a failure is logged: the account exists either way).
@@ -480,46 +427,98 @@ fn percent_encode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-/// `POST /accounts/password/change/`: checks the current password, sets the new one, ends the user's other
-/// sessions and revokes their tokens (this browser stays signed in).
+/// `POST /accounts/password/change/`: the new password twice, then [`change_password`] with the current one;
+/// this browser's session stays signed in.
 async fn change_submit(
     State(state): State<AppState>,
     client: ClientAddr,
     headers: HeaderMap,
-    PostedForm { pairs, session }: PostedForm,
+    PostedForm { pairs, binding }: PostedForm,
 ) -> Response {
-    let Some(user_id) = session.user_id else {
+    let signed_in = binding.session.as_ref().and_then(|session| session.user_id.map(|user| (session.id, user)));
+    let Some((session_id, user_id)) = signed_in else {
         return redirect(&format!("/accounts/login/?next={}", percent_encode(CHANGE_PATH)));
     };
-    let invalid = |message: &str| {
-        html(StatusCode::BAD_REQUEST, "Change password", &change_form(&session.csrf_token, Some(message)))
-    };
-    if let Err(refusal) = check_client(&state, client, &headers) {
-        return refusal.page("Change password", &change_form(&session.csrf_token, Some(&refusal.message)));
+    let invalid =
+        |message: &str| html(StatusCode::BAD_REQUEST, "Change password", &change_form(&binding.csrf, Some(message)));
+    let new_password = param(&pairs, "new_password1").unwrap_or_default();
+    if new_password != param(&pairs, "new_password2").unwrap_or_default() {
+        return invalid("The two password fields didn't match.");
     }
-    let (email, stored) = match jhe_catalog::active_user_password(&state.pool, user_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return redirect("/accounts/login/"),
-        Err(error) => return failed(error),
-    };
-    let old = param(&pairs, "old_password").unwrap_or_default().to_owned();
-    if old.is_empty() || stored.is_empty() || !verify(old, stored).await {
-        return invalid("Your old password was entered incorrectly. Please enter it again.");
+    let proof = PasswordProof::CurrentPassword(param(&pairs, "old_password"));
+    let keep = KeepSignedIn::Session(session_id);
+    match change_password(&state, (client, &headers), user_id, proof, new_password, keep).await {
+        Ok(()) => html(
+            StatusCode::OK,
+            "Password changed",
+            "<p>Your password was changed. Other browsers and apps signed in with your account were signed out.</p>",
+        ),
+        Err(PasswordChangeError::Budget(refusal)) => {
+            refusal.page("Change password", &change_form(&binding.csrf, Some(&refusal.message)))
+        }
+        Err(PasswordChangeError::WrongCurrentPassword) => {
+            invalid("Your old password was entered incorrectly. Please enter it again.")
+        }
+        Err(PasswordChangeError::Weak(problem)) => invalid(&problem),
+        Err(PasswordChangeError::NoAccount) => redirect("/accounts/login/"),
+        Err(PasswordChangeError::Failed(error)) => failed(error),
     }
-    let hashed = match new_password_hash(&pairs, "new_password1", "new_password2", &email, invalid).await {
-        Ok(hashed) => hashed,
-        Err(response) => return response,
-    };
-    if let Err(error) = jhe_catalog::change_password(&state.pool, user_id, &hashed, session.id).await {
-        return failed(error);
+}
+
+/// What allows a password change.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PasswordProof<'a> {
+    /// the user's current password, as typed (missing or empty is wrong)
+    CurrentPassword(Option<&'a str>),
+    /// a superuser sets another user's password
+    Superuser,
+}
+
+/// Why a password was not changed (nothing was).
+#[derive(Debug)]
+pub(crate) enum PasswordChangeError {
+    /// the client address spent its budget of account POSTs
+    Budget(Refusal),
+    WrongCurrentPassword,
+    /// the new password breaks a rule of [`password_problem`] (the message says which)
+    Weak(String),
+    /// no active user with that id
+    NoAccount,
+    Failed(jhe_catalog::Error),
+}
+
+/// The one way a password is changed for a known user (the change form and `PATCH /api/v1/users/{id}`): the
+/// client's budget of account POSTs, the proof (the current password, unless a superuser sets another user's),
+/// the new password's strength; then the new password is stored, the user's reset links are spent and every
+/// session and token of the user ends except `keep` (this replica's token cache is cleared at once; other replicas
+/// follow within their TTL).
+pub(crate) async fn change_password(
+    state: &AppState,
+    (client, headers): (ClientAddr, &HeaderMap),
+    user_id: i64,
+    proof: PasswordProof<'_>,
+    new_password: &str,
+    keep: KeepSignedIn<'_>,
+) -> Result<(), PasswordChangeError> {
+    check_client(state, client, headers).map_err(PasswordChangeError::Budget)?;
+    let (email, stored) = jhe_catalog::active_user_password(&state.pool, user_id)
+        .await
+        .map_err(PasswordChangeError::Failed)?
+        .ok_or(PasswordChangeError::NoAccount)?;
+    if let PasswordProof::CurrentPassword(current) = proof {
+        let current = current.unwrap_or_default().to_owned();
+        if current.is_empty() || stored.is_empty() || !verify(current, stored).await {
+            return Err(PasswordChangeError::WrongCurrentPassword);
+        }
     }
-    // this replica's token cache was cleared by the POST (token_cache::clear_after_writes); others within a TTL
+    if let Some(problem) = password_problem(new_password, &email) {
+        return Err(PasswordChangeError::Weak(problem));
+    }
+    let hashed = hash(new_password.to_owned()).await.map_err(PasswordChangeError::Failed)?;
+    jhe_catalog::change_password(&state.pool, user_id, &hashed, keep).await.map_err(PasswordChangeError::Failed)?;
+    state.token_cache.clear();
     tracing::info!(target: "jhe::accounts", user_id, "password changed; other sessions ended, tokens revoked");
-    html(
-        StatusCode::OK,
-        "Password changed",
-        "<p>Your password was changed. Other browsers and apps signed in with your account were signed out.</p>",
-    )
+    Ok(())
 }
 
 // ---- password reset ----
@@ -538,11 +537,11 @@ fn reset_request_form(csrf: &str, email: &str, error: Option<&str>) -> String {
 
 /// `GET /accounts/password/reset/`: the email form.
 async fn reset_request_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let session = match PageSession::of(&state, &headers).await {
-        Ok(session) => session,
+    let binding = match page_binding(&state, &headers).await {
+        Ok(binding) => binding,
         Err(response) => return response,
     };
-    session.finish(html(StatusCode::OK, "Reset password", &reset_request_form(&session.csrf, "", None)))
+    binding.finish(html(StatusCode::OK, "Reset password", &reset_request_form(&binding.csrf, "", None)))
 }
 
 /// `POST /accounts/password/reset/`: the same answer, at the same speed, whether or not the email has an account
@@ -552,15 +551,14 @@ async fn reset_request_submit(
     client: ClientAddr,
     url: RequestUrl,
     headers: HeaderMap,
-    PostedForm { pairs, session }: PostedForm,
+    PostedForm { pairs, binding }: PostedForm,
 ) -> Response {
     let email = param(&pairs, "email").unwrap_or_default().trim().to_owned();
     if let Err(refusal) = check_client(&state, client, &headers) {
-        return refusal
-            .page("Reset password", &reset_request_form(&session.csrf_token, &email, Some(&refusal.message)));
+        return refusal.page("Reset password", &reset_request_form(&binding.csrf, &email, Some(&refusal.message)));
     }
     if email.is_empty() || email.len() > 254 {
-        let form = reset_request_form(&session.csrf_token, &email, Some("Enter a valid email address."));
+        let form = reset_request_form(&binding.csrf, &email, Some("Enter a valid email address."));
         return html(StatusCode::BAD_REQUEST, "Reset password", &form);
     }
     let base = link_base(&state, &url).await;
@@ -632,11 +630,11 @@ async fn reset_page(State(state): State<AppState>, headers: HeaderMap, Path(toke
         Ok(None) => return bad_reset_link(),
         Err(error) => return failed(error),
     }
-    let session = match PageSession::of(&state, &headers).await {
-        Ok(session) => session,
+    let binding = match page_binding(&state, &headers).await {
+        Ok(binding) => binding,
         Err(response) => return response,
     };
-    no_referrer(session.finish(html(StatusCode::OK, "Reset password", &reset_form(&session.csrf, &token, None))))
+    no_referrer(binding.finish(html(StatusCode::OK, "Reset password", &reset_form(&binding.csrf, &token, None))))
 }
 
 /// `POST /accounts/password/reset/<token>/`: sets the password, spends the link (and the user's other reset
@@ -646,7 +644,7 @@ async fn reset_submit(
     client: ClientAddr,
     headers: HeaderMap,
     Path(token): Path<String>,
-    PostedForm { pairs, session }: PostedForm,
+    PostedForm { pairs, binding }: PostedForm,
 ) -> Response {
     if let Err(refusal) = check_client(&state, client, &headers) {
         return no_referrer(refusal.plain());
@@ -657,11 +655,7 @@ async fn reset_submit(
         Err(error) => return failed(error),
     };
     let invalid = |message: &str| {
-        no_referrer(html(
-            StatusCode::BAD_REQUEST,
-            "Reset password",
-            &reset_form(&session.csrf_token, &token, Some(message)),
-        ))
+        no_referrer(html(StatusCode::BAD_REQUEST, "Reset password", &reset_form(&binding.csrf, &token, Some(message))))
     };
     let hashed = match new_password_hash(&pairs, "new_password1", "new_password2", &email, invalid).await {
         Ok(hashed) => hashed,
@@ -671,8 +665,10 @@ async fn reset_submit(
         Ok(Some(user_id)) => {
             tracing::info!(target: "jhe::accounts", user_id, "password reset; sessions ended, tokens revoked");
             let mut response = no_referrer(redirect("/accounts/login/"));
-            // the anonymous session of this form is over too; the login page starts a fresh one
-            let _ = jhe_catalog::delete_login_session(&state.pool, session.id).await;
+            // a session this browser had is over too (the reset ended the user's; another user's ends here)
+            if let Some(session) = &binding.session {
+                let _ = jhe_catalog::delete_login_session(&state.pool, session.id).await;
+            }
             set_cookie(&mut response, "", 0);
             response
         }

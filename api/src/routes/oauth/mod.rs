@@ -13,6 +13,7 @@ mod token;
 mod token_exchange;
 
 use super::clients::site_url as clients_site_url;
+pub(crate) use accounts::{ClientAddr, PasswordChangeError, PasswordProof, change_password};
 pub use federation::{CALLBACK_PATH, Federation, FederationConfig, FederationConfigError};
 pub(crate) use invitation::{InvitationApiDoc, redeem_invitation};
 pub(crate) use keys::ensure_signing_key;

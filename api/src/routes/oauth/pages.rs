@@ -1,6 +1,8 @@
 //! jhe's browser login: `/accounts/login/` (email + password) and `/accounts/logout/`, as the reference's Django
-//! pages (§7.8). The session cookie is Secure, HttpOnly and SameSite=Lax; the form carries a CSRF token bound to
-//! the session (synchronizer token), and a successful login starts a new session (no fixation).
+//! pages (§7.8). The session cookie is Secure, HttpOnly and SameSite=Lax. A form carries a CSRF token: the
+//! session's (synchronizer token) in a signed-in browser, otherwise the one of the `__Host-jhe_csrf` cookie (double
+//! submit), so showing a form to an anonymous browser stores nothing. A successful login starts a new session (no
+//! fixation); it is the first row a browser gets.
 
 use super::{CONFIG, form_pairs, param};
 use crate::AppState;
@@ -15,6 +17,10 @@ use std::sync::LazyLock;
 use subtle::ConstantTimeEq;
 
 pub(super) const SESSION_COOKIE: &str = "jhe_session";
+/// The CSRF token of a browser's forms while it has no session. `__Host-`: only this origin, over https, may set
+/// it (a sibling domain cannot plant a token it knows), and it goes to every path of the site.
+const CSRF_COOKIE: &str = "__Host-jhe_csrf";
+const CSRF_TOKEN_LENGTH: usize = 40;
 
 /// An argon2 hash no password matches in practice, checked for unknown emails.
 static DUMMY_HASH: LazyLock<String> =
@@ -71,12 +77,17 @@ pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
     html(status, "Error", &format!("<p class=\"error\">{}</p>", escape(message)))
 }
 
-/// The session cookie's value, if the request carries one.
-pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The value of cookie `wanted`, if the request carries it.
+fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
         let (name, value) = pair.trim().split_once('=')?;
-        (name == SESSION_COOKIE && !value.is_empty() && value.len() <= 128).then(|| value.to_owned())
+        (name == wanted && !value.is_empty() && value.len() <= 128).then(|| value.to_owned())
     })
+}
+
+/// The session cookie's value, if the request carries one.
+pub(super) fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
 }
 
 /// The live session of the request.
@@ -90,24 +101,129 @@ pub(super) async fn current_session(
     }
 }
 
-pub(super) fn set_cookie(response: &mut Response, value: &str, max_age: i64) {
-    let cookie = format!("{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax");
+fn append_cookie(response: &mut Response, name: &str, value: &str, max_age: i64) {
+    let cookie = format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; Secure; SameSite=Lax");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 
-/// Whether a submitted CSRF token is the session's (in constant time).
-pub(super) fn csrf_matches(session: &jhe_catalog::LoginSession, submitted: Option<&str>) -> bool {
-    submitted.is_some_and(|submitted| bool::from(submitted.as_bytes().ct_eq(session.csrf_token.as_bytes())))
+/// Sets (or, with an empty value and `max_age` 0, deletes) the session cookie.
+pub(super) fn set_cookie(response: &mut Response, value: &str, max_age: i64) {
+    append_cookie(response, SESSION_COOKIE, value, max_age);
 }
 
-/// Only same-site paths are followed after login (no open redirect).
-pub(super) fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => next.to_owned(),
-        _ => "/".to_owned(),
+fn same_token(submitted: Option<&str>, expected: &str) -> bool {
+    submitted.is_some_and(|submitted| bool::from(submitted.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+/// Whether a submitted CSRF token is the session's (in constant time).
+pub(super) fn csrf_matches(session: &jhe_catalog::LoginSession, submitted: Option<&str>) -> bool {
+    same_token(submitted, &session.csrf_token)
+}
+
+/// The CSRF cookie's token, if the request carries a well-formed one.
+fn csrf_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, CSRF_COOKIE)
+        .filter(|token| token.len() == CSRF_TOKEN_LENGTH && token.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// What a form of the login and account pages is bound to: the browser's live session, if it has one, and the
+/// CSRF token the form carries.
+pub(super) struct FormBinding {
+    pub(super) csrf: String,
+    pub(super) session: Option<jhe_catalog::LoginSession>,
+    /// the browser had no usable CSRF cookie: [`FormBinding::finish`] sets this one
+    new_csrf_cookie: bool,
+}
+
+impl FormBinding {
+    /// For showing a form: the session's CSRF token, else the CSRF cookie's, else a new token for a new cookie.
+    /// Nothing is stored: an anonymous visitor costs no row.
+    pub(super) async fn for_page(state: &AppState, headers: &HeaderMap) -> Result<Self, OAuthError> {
+        if let Some(session) = current_session(state, headers).await? {
+            return Ok(FormBinding {
+                csrf: session.csrf_token.clone(),
+                session: Some(session),
+                new_csrf_cookie: false,
+            });
+        }
+        Ok(match csrf_cookie(headers) {
+            Some(csrf) => FormBinding { csrf, session: None, new_csrf_cookie: false },
+            None => {
+                let csrf = jhe_catalog::random_token(CSRF_TOKEN_LENGTH);
+                FormBinding { csrf, session: None, new_csrf_cookie: true }
+            }
+        })
     }
+
+    /// For a posted form: `None` unless the submitted token is the session's or the CSRF cookie's (compared in
+    /// constant time), which another site cannot read.
+    pub(super) async fn of_post(
+        state: &AppState,
+        headers: &HeaderMap,
+        submitted: Option<&str>,
+    ) -> Result<Option<Self>, OAuthError> {
+        let session = current_session(state, headers).await?;
+        if let Some(session) = session.as_ref().filter(|session| csrf_matches(session, submitted)) {
+            let csrf = session.csrf_token.clone();
+            return Ok(Some(FormBinding { csrf, session: Some(session.clone()), new_csrf_cookie: false }));
+        }
+        Ok(csrf_cookie(headers).filter(|csrf| same_token(submitted, csrf)).map(|csrf| FormBinding {
+            csrf,
+            session,
+            new_csrf_cookie: false,
+        }))
+    }
+
+    /// `response` with the CSRF cookie its form needs.
+    pub(super) fn finish(&self, mut response: Response) -> Response {
+        if self.new_csrf_cookie {
+            append_cookie(&mut response, CSRF_COOKIE, &self.csrf, CONFIG.session_lifetime.num_seconds());
+        }
+        response
+    }
+}
+
+/// The 403 page of a form posted without its CSRF token.
+pub(super) fn csrf_failed() -> Response {
+    error_page(StatusCode::FORBIDDEN, "CSRF verification failed; reload the page and send the form again.")
+}
+
+/// Only same-site paths are followed after login (no open redirect): `next` as [`same_site_path`] makes it, else
+/// `/`.
+pub(super) fn safe_next(next: Option<&str>) -> String {
+    next.and_then(same_site_path).unwrap_or_else(|| "/".to_owned())
+}
+
+/// `next` as a normalised path (with query and fragment) on this site, or `None`. Browsers read a Location
+/// leniently (WHATWG URL): they drop tabs and newlines anywhere, trim control characters and spaces, and take `\`
+/// for `/`, so `/\t/evil.example` arrives as `//evil.example`, another site. Such input is refused outright rather
+/// than cleaned, and what is left must parse as a path of this origin: no scheme, no authority.
+fn same_site_path(next: &str) -> Option<String> {
+    let lenient = |c: char| c.is_control() || c.is_whitespace() || c == '\\';
+    if !next.starts_with('/') || next.starts_with("//") || next.chars().any(lenient) {
+        return None;
+    }
+    let base = url::Url::parse("https://this-site.invalid/").ok()?;
+    let resolved = base.join(next).ok()?;
+    if resolved.origin() != base.origin() || !resolved.username().is_empty() || resolved.password().is_some() {
+        return None;
+    }
+    let mut path = resolved.path().to_owned();
+    // dot segments are resolved: `/.//evil.example` becomes `//evil.example`
+    if !path.starts_with('/') || path.starts_with("//") {
+        return None;
+    }
+    if let Some(query) = resolved.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    if let Some(fragment) = resolved.fragment() {
+        path.push('#');
+        path.push_str(fragment);
+    }
+    Some(path)
 }
 
 fn login_form(csrf: &str, next: &str, email: &str, error: Option<&str>) -> String {
@@ -129,30 +245,16 @@ fn login_form(csrf: &str, next: &str, email: &str, error: Option<&str>) -> Strin
     )
 }
 
-/// `GET /accounts/login/?next=…`: the form, with a session that carries its CSRF token.
+/// `GET /accounts/login/?next=…`: the form with its CSRF token (see [`FormBinding`]).
 async fn login_page(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     let pairs = form_pairs(query.unwrap_or_default().as_bytes());
     let next = safe_next(param(&pairs, "next"));
-    let session = match current_session(&state, &headers).await {
-        Ok(session) => session,
+    let binding = match FormBinding::for_page(&state, &headers).await {
+        Ok(binding) => binding,
         Err(error) => return error.into_response(),
     };
-    let (csrf, new_cookie) = match session {
-        Some(session) => (session.csrf_token, None),
-        None => {
-            let csrf = jhe_catalog::random_token(40);
-            match jhe_catalog::create_login_session(&state.pool, &csrf, None, CONFIG.session_lifetime).await {
-                Ok(cookie) => (csrf, Some(cookie)),
-                Err(error) => return OAuthError::from(error).into_response(),
-            }
-        }
-    };
-    let form = login_form(&csrf, &next, "", None) + &super::federation::login_link(&state, &next);
-    let mut response = html(StatusCode::OK, "Log in", &form);
-    if let Some(cookie) = new_cookie {
-        set_cookie(&mut response, &cookie, CONFIG.session_lifetime.num_seconds());
-    }
-    response
+    let form = login_form(&binding.csrf, &next, "", None) + &super::federation::login_link(&state, &next);
+    binding.finish(html(StatusCode::OK, "Log in", &form))
 }
 
 /// `POST /accounts/login/`: checks the CSRF token and the password, then starts a signed-in session and goes on to
@@ -164,19 +266,11 @@ async fn login_submit(
     body: Bytes,
 ) -> Response {
     let pairs = form_pairs(&body);
-    let session = match current_session(&state, &headers).await {
-        Ok(Some(session)) => session,
-        Ok(None) => {
-            return error_page(
-                StatusCode::FORBIDDEN,
-                "CSRF verification failed: your session expired; reload the login page.",
-            );
-        }
+    let binding = match FormBinding::of_post(&state, &headers, param(&pairs, "csrfmiddlewaretoken")).await {
+        Ok(Some(binding)) => binding,
+        Ok(None) => return csrf_failed(),
         Err(error) => return error.into_response(),
     };
-    if !csrf_matches(&session, param(&pairs, "csrfmiddlewaretoken")) {
-        return error_page(StatusCode::FORBIDDEN, "CSRF verification failed; reload the login page.");
-    }
     let next = safe_next(param(&pairs, "next"));
     let email = param(&pairs, "email").unwrap_or_default().trim().to_owned();
     let password = param(&pairs, "password").unwrap_or_default().to_owned();
@@ -184,7 +278,7 @@ async fn login_submit(
     match super::accounts::login_refusal(&state, client, &headers, &email).await {
         Ok(None) => {}
         Ok(Some(refused)) => {
-            return refused.page("Log in", &login_form(&session.csrf_token, &next, &email, Some(&refused.message)));
+            return refused.page("Log in", &login_form(&binding.csrf, &next, &email, Some(&refused.message)));
         }
         Err(error) => return error.into_response(),
     }
@@ -215,12 +309,12 @@ async fn login_submit(
         match super::accounts::login_failed(&state, &email).await {
             Ok(None) => {}
             Ok(Some(locked)) => {
-                return locked.page("Log in", &login_form(&session.csrf_token, &next, &email, Some(&locked.message)));
+                return locked.page("Log in", &login_form(&binding.csrf, &next, &email, Some(&locked.message)));
             }
             Err(error) => return error.into_response(),
         }
         let form = login_form(
-            &session.csrf_token,
+            &binding.csrf,
             &next,
             &email,
             Some("Please enter a correct email address and password. Note that both fields may be case-sensitive."),
@@ -238,7 +332,7 @@ async fn login_submit(
         Ok::<_, jhe_catalog::Error>(())
     };
     match started.await {
-        Ok(()) => start_session(&state, Some(session.id), user.id, &next).await,
+        Ok(()) => start_session(&state, binding.session.map(|session| session.id), user.id, &next).await,
         Err(error) => OAuthError::from(error).into_response(),
     }
 }
@@ -257,6 +351,8 @@ pub(super) async fn start_session(state: &AppState, previous: Option<i64>, user_
         Ok(cookie) => {
             let mut response = redirect(&safe_next(Some(next)));
             set_cookie(&mut response, &cookie, CONFIG.session_lifetime.num_seconds());
+            // the session's token takes over; a new anonymous visit gets a new one (as Django rotates on login)
+            append_cookie(&mut response, CSRF_COOKIE, "", 0);
             response
         }
         Err(error) => OAuthError::from(error).into_response(),
@@ -295,10 +391,70 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/o/authorize/?a=b")), "/o/authorize/?a=b");
-        assert_eq!(safe_next(Some("//evil.example/")), "/");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(
+            safe_next(Some("/o/authorize/?response_type=code&scope=openid+email&redirect_uri=http%3A%2F%2Fx%2Fcb")),
+            "/o/authorize/?response_type=code&scope=openid+email&redirect_uri=http%3A%2F%2Fx%2Fcb"
+        );
+        assert_eq!(safe_next(Some("/accounts/password/change/")), "/accounts/password/change/");
+        assert_eq!(safe_next(Some("/a/b#frag")), "/a/b#frag");
+        assert_eq!(safe_next(Some("/a/../b/./c")), "/b/c", "dot segments are resolved");
+        // percent-encoded characters stay encoded: a browser does not decode them into an authority
+        assert_eq!(safe_next(Some("/%09/evil.example")), "/%09/evil.example");
+        assert_eq!(safe_next(Some("/%2F/evil.example")), "/%2F/evil.example");
+        assert_eq!(safe_next(Some("/%5C/evil.example")), "/%5C/evil.example");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn open_redirect_payloads_go_home() {
+        let payloads = [
+            "//evil.example/",
+            "///evil.example",
+            "https://evil.example/",
+            "https:evil.example",
+            "http:/evil.example",
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "evil.example",
+            "",
+            " /x",
+            "/x ",
+            "\t/x",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/\r\n/evil.example",
+            "/\x00/evil.example",
+            "/\x0b/evil.example",
+            "/\x0c/evil.example",
+            "/\x1f/evil.example",
+            "/\x7f/evil.example",
+            "/ /evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\\/evil.example",
+            "\\/evil.example",
+            "/.//evil.example",
+            "/./../..//evil.example",
+            "/a/..//evil.example",
+            "//evil.example@this-site.invalid/",
+            "//user:pass@evil.example/",
+            "/\u{3000}/evil.example",
+        ];
+        for payload in payloads {
+            let followed = safe_next(Some(payload));
+            assert!(
+                !followed.starts_with("//") && !followed.contains('\\') && followed.starts_with('/'),
+                "{payload:?} -> {followed:?}"
+            );
+            let whitespace = payload.chars().any(|c| c.is_whitespace() || c.is_control());
+            if whitespace || !payload.starts_with('/') || payload.starts_with("//") || payload.contains('\\') {
+                assert_eq!(followed, "/", "{payload:?} is refused");
+            }
+        }
+        assert_eq!(safe_next(Some("/.//evil.example")), "/");
+        assert_eq!(safe_next(Some("/a/..//evil.example")), "/");
     }
 
     #[test]
@@ -306,6 +462,16 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, HeaderValue::from_static("a=1; jhe_session=abc; b=2"));
         assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
+        let token = "a".repeat(CSRF_TOKEN_LENGTH);
+        headers.insert(header::COOKIE, HeaderValue::from_str(&format!("x=1; {CSRF_COOKIE}={token}")).unwrap());
+        assert_eq!(csrf_cookie(&headers), Some(token));
+        for planted in ["short", "a;b", &"é".repeat(20), &format!("{}!", "a".repeat(CSRF_TOKEN_LENGTH - 1))] {
+            let cookie = format!("{CSRF_COOKIE}={planted}");
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                headers.insert(header::COOKIE, value);
+                assert_eq!(csrf_cookie(&headers), None, "{planted}");
+            }
+        }
         assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#x27;");
     }
 }

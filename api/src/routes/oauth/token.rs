@@ -198,21 +198,13 @@ async fn authorization_code(
     let Some(verifier) = param(pairs, "code_verifier") else {
         return Err(OAuthError::invalid_request("code_verifier is required (PKCE)"));
     };
-    let grant = jhe_catalog::use_grant(&state.pool, code)
+    // nothing changes until the client, redirect URI and verifier are right: someone who intercepted the code
+    // (but has no verifier, or is another client) cannot spend it and the rightful client can still exchange it
+    let grant = jhe_catalog::find_grant(&state.pool, code)
         .await?
         .ok_or_else(|| OAuthError::invalid_grant("the authorization code is invalid"))?;
-    if grant.used_before.is_some() {
-        // RFC 6749 §4.1.2: a code used twice revokes what it was exchanged for
-        jhe_catalog::revoke_grant_family(&state.pool, grant.id).await?;
-        state.token_cache.clear();
-        tracing::warn!(grant = grant.id, client = %client.client_id, "authorization code reused; its tokens are revoked");
-        return Err(OAuthError::invalid_grant("the authorization code has already been used"));
-    }
     if grant.client_pk != client.id {
         return Err(OAuthError::invalid_grant("the authorization code was issued to another client"));
-    }
-    if grant.expires_at <= chrono::Utc::now() {
-        return Err(OAuthError::invalid_grant("the authorization code has expired"));
     }
     if param(pairs, "redirect_uri") != Some(grant.redirect_uri.as_str()) {
         return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
@@ -220,7 +212,13 @@ async fn authorization_code(
     if !valid_verifier(verifier) || s256_challenge(verifier) != grant.code_challenge {
         return Err(OAuthError::invalid_grant("the code_verifier does not match the code_challenge"));
     }
-    let tokens = jhe_catalog::issue_tokens(
+    if grant.used_before.is_some() {
+        return Err(code_reused(state, client, grant.id).await);
+    }
+    if grant.expires_at <= chrono::Utc::now() {
+        return Err(OAuthError::invalid_grant("the authorization code has expired"));
+    }
+    let issued = jhe_catalog::redeem_grant(
         &state.pool,
         &TokenGrant {
             user_id: Some(grant.user_id),
@@ -232,6 +230,10 @@ async fn authorization_code(
         },
     )
     .await?;
+    // `None`: a concurrent exchange of the same code won the race
+    let Some(tokens) = issued else {
+        return Err(code_reused(state, client, grant.id).await);
+    };
     token_response(
         state,
         url,
@@ -241,6 +243,17 @@ async fn authorization_code(
         Some((grant.user_id, grant.auth_time, grant.nonce.as_deref())),
     )
     .await
+}
+
+/// RFC 6749 §4.1.2: a code presented again (with its client's verifier) revokes what it was exchanged for. The
+/// answer is the error to send; a failed revocation is that failure instead.
+async fn code_reused(state: &AppState, client: &OAuthClient, grant_id: i64) -> OAuthError {
+    if let Err(error) = jhe_catalog::revoke_grant_family(&state.pool, grant_id).await {
+        return error.into();
+    }
+    state.token_cache.clear();
+    tracing::warn!(grant = grant_id, client = %client.client_id, "authorization code reused; its tokens are revoked");
+    OAuthError::invalid_grant("the authorization code has already been used")
 }
 
 async fn refresh_token(
