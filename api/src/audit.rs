@@ -1,7 +1,9 @@
-//! The audit trail of reads, searches and exports (who, which query, how many rows, when).
+//! The audit trail of reads, searches and exports (who, which query, how many rows, when), and of changes to a
+//! patient's consents and organizations (who recorded them).
 //!
 //! A middleware around the whole router notes every request that reads health or people data: `GET` under
-//! `/FHIR/R5/` and `/api/v1/`, `POST …/_search`, and the `$export`/`$`-operations. The `Auth` extractor writes the
+//! `/FHIR/R5/` and `/api/v1/`, `POST …/_search`, and the `$export`/`$`-operations; and every write of a patient's
+//! consents or organization memberships. The `Auth` extractor writes the
 //! caller into the request's [`AuditSlot`]; a handler that knows how many rows it returned attaches [`AuditRows`]
 //! (and, for form-body searches, [`AuditQuery`]) to its response. The event is handed to a bounded channel and
 //! written by one background task in multi-row inserts, so a request pays a channel send (microseconds), not a
@@ -145,6 +147,9 @@ fn classify(method: &Method, path: &str) -> Option<(&'static str, String)> {
         return None;
     }
     let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if let Some(change) = audited_change(method, fhir, resource, path) {
+        return Some((change, resource.to_owned()));
+    }
     let action = if last.contains("$export") || path.contains("/$export-") {
         "export"
     } else if last.starts_with('$') {
@@ -157,6 +162,25 @@ fn classify(method: &Method, path: &str) -> Option<(&'static str, String)> {
         return None;
     };
     Some((action, resource.to_owned()))
+}
+
+/// Changes that are audited like reads: who recorded or withdrew a patient's consent (`consent`), and who changed
+/// the organizations a patient belongs to (`membership`: adding, removing, and the requests a patient accepts).
+fn audited_change(method: &Method, fhir: bool, resource: &str, path: &str) -> Option<&'static str> {
+    if fhir || resource != "patients" || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    let path = path.trim_end_matches('/');
+    if path.ends_with("/consents") {
+        Some("consent")
+    } else if path.ends_with("/global_add_organization")
+        || path.contains("/organization_requests")
+        || (*method == Method::DELETE && path.rsplit('/').next().is_some_and(|id| id.parse::<i64>().is_ok()))
+    {
+        Some("membership")
+    } else {
+        None
+    }
 }
 
 fn clipped(text: &str) -> String {
@@ -231,6 +255,15 @@ mod tests {
         assert_eq!(classify(&get, "/FHIR/R5/.well-known/smart-configuration"), None);
         assert_eq!(classify(&Method::POST, "/FHIR/R5/Observation"), None, "uploads are not reads");
         assert_eq!(classify(&Method::PATCH, "/api/v1/patients/1"), None);
+        let consent = Some(("consent", "patients".into()));
+        assert_eq!(classify(&Method::POST, "/api/v1/patients/40001/consents"), consent);
+        assert_eq!(classify(&Method::DELETE, "/api/v1/patients/40001/consents"), consent);
+        let membership = Some(("membership", "patients".into()));
+        assert_eq!(classify(&Method::PATCH, "/api/v1/patients/40001/global_add_organization"), membership);
+        assert_eq!(classify(&Method::DELETE, "/api/v1/patients/40001"), membership);
+        assert_eq!(classify(&Method::POST, "/api/v1/patients/organization_requests"), membership);
+        assert_eq!(classify(&Method::POST, "/api/v1/patients/me/organization_requests/3/accept"), membership);
+        assert_eq!(classify(&Method::POST, "/api/v1/patients"), None);
         assert_eq!(classify(&get, "/health"), None);
     }
 

@@ -522,6 +522,14 @@ fn rest_scope(method: &Method, route: &str) -> RouteScope {
         "/patients/global_lookup" if get => needs(&[(Some("Patient"), Search)]),
         "/patients/{id}" => crud(method, Some("Patient"), false),
         "/patients/{id}/global_add_organization" if !get => needs(&[(Some("Patient"), Update)]),
+        "/patients/organization_requests" if get => needs(&[(Some("Patient"), Search)]),
+        "/patients/organization_requests" | "/patients/organization_requests/{id}" => {
+            needs(&[(Some("Patient"), Update)])
+        }
+        // joining an organization is the patient's own decision: never through a token limited by SMART scopes
+        "/patients/me/organization_requests"
+        | "/patients/me/organization_requests/{id}/accept"
+        | "/patients/me/organization_requests/{id}/decline" => RouteScope::Unmapped,
         "/patients/{id}/consents" => crud(method, Some("Consent"), true),
         "/patients/{id}/consolidated_clients" if get => needs(&[(Some("Consent"), Search)]),
         "/studies" => crud(method, Some("Group"), true),
@@ -784,6 +792,8 @@ mod tests {
             ("/api/v1/patients/global_lookup", &[Method::GET]),
             ("/api/v1/patients/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
             ("/api/v1/patients/{id}/global_add_organization", &[Method::PATCH]),
+            ("/api/v1/patients/organization_requests", &[Method::GET, Method::POST]),
+            ("/api/v1/patients/organization_requests/{id}", &[Method::DELETE]),
             ("/api/v1/organizations", &[Method::GET, Method::POST]),
             ("/api/v1/organizations/types", &[Method::GET]),
             ("/api/v1/organizations/{id}", &[Method::GET, Method::PATCH, Method::PUT, Method::DELETE]),
@@ -820,5 +830,11 @@ mod tests {
             }
         }
         assert_eq!(route_scope(&Method::GET, "/health", "/health"), RouteScope::Unmapped);
+        // the patient's own decisions are never taken through a token limited by SMART scopes
+        for template in
+            ["/api/v1/patients/me/organization_requests", "/api/v1/patients/me/organization_requests/{id}/accept"]
+        {
+            assert_eq!(route_scope(&Method::POST, template, template), RouteScope::Unmapped, "{template}");
+        }
     }
 }

@@ -197,6 +197,14 @@ fn in_list_str(mut codes: Vec<&str>) -> Expr {
     }
 }
 
+/// Whether `patient` is in one of `organizations`, by the (patient, organization) rows of
+/// `jhe_catalog::organizations_of_patients`.
+pub(crate) fn shares_organization(memberships: &[(i64, Option<i64>)], patient: i64, organizations: &[i64]) -> bool {
+    memberships.iter().any(|(member, organization)| {
+        *member == patient && organization.is_some_and(|organization| organizations.contains(&organization))
+    })
+}
+
 /// jhe-compat §4.3: explicit patient, study and organization filters must lie within the caller's organizations
 /// (a missing row is answered like an inaccessible one, so ids cannot be probed).
 async fn authorize_filters(pool: &PgPool, organizations: &[i64], filters: &ObservationFilters) -> Result<()> {
@@ -221,10 +229,7 @@ async fn authorize_filters(pool: &PgPool, organizations: &[i64], filters: &Obser
         let ids: Vec<i64> = patients.iter().copied().collect();
         let memberships = jhe_catalog::organizations_of_patients(pool, &ids).await?;
         for patient in patients {
-            let shared = memberships.iter().any(|(member, organization)| {
-                member == patient && organization.is_some_and(|organization| organizations.contains(&organization))
-            });
-            if !shared {
+            if !shares_organization(&memberships, *patient, organizations) {
                 return Err(QueryError::Forbidden(format!(
                     "You do not have access to Patient/{patient}: the patient is not in your organizations."
                 )));

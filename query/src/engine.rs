@@ -299,7 +299,7 @@ impl QueryEngine {
         if caller.is_practitioner() {
             for value in std::mem::take(&mut filters.patient_identifiers) {
                 let patients = jhe_catalog::patient_ids_by_identifier_value(&self.inner.pool, &value).await?;
-                filters.restrict_patients(patients);
+                filters.restrict_patients(self.visible_patients(caller, patients).await?);
             }
         } else {
             // jhe-compat §4.3: a patient's patient, study and organization filters are ignored
@@ -317,6 +317,21 @@ impl QueryEngine {
         }
         let table = ObservationTable::new(self.inner.pool.clone(), self.inner.store_url.clone(), Arc::new(scope));
         Ok(Some((Arc::new(table), filters.exprs())))
+    }
+
+    /// The patients among `patients` that share an organization with the caller (superusers: all). An identifier
+    /// search resolves to these only, so an identifier of a patient elsewhere matches nothing, like an unknown
+    /// one, instead of answering 403 with the patient's id.
+    async fn visible_patients(&self, caller: &Caller, patients: Vec<i64>) -> Result<Vec<i64>> {
+        if caller.is_superuser || patients.is_empty() {
+            return Ok(patients);
+        }
+        let organizations = caller.organization_ids();
+        let memberships = jhe_catalog::organizations_of_patients(&self.inner.pool, &patients).await?;
+        Ok(patients
+            .into_iter()
+            .filter(|patient| crate::access::shares_organization(&memberships, *patient, &organizations))
+            .collect())
     }
 
     /// The exact number of rows a search matches: from the catalog's rows per file and patient when it can

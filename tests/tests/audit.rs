@@ -29,8 +29,9 @@ async fn reads_are_recorded_with_who_what_rows_and_outcome() {
 
     let answer = server.get(&format!("/api/v1/patients?organization_id={lifespan}"), &mary).await;
     assert_eq!(answer.status, 200);
+    // an id outside the caller's organizations (here one that does not exist) is refused, and audited as such
     let answer = server.get("/api/v1/patients/999999", &mary).await;
-    assert_eq!(answer.status, 404);
+    assert_eq!(answer.status, 403);
     // not audited: public documents, uploads
     assert_eq!(server.request("GET", "/FHIR/R5/metadata", None, None).await.status, 200);
     assert_eq!(server.get("/health", &mary).await.status, 200);
@@ -48,7 +49,7 @@ async fn reads_are_recorded_with_who_what_rows_and_outcome() {
     assert!(list["requestId"].as_str().is_some_and(|id| !id.is_empty()), "{list}");
     assert!(list["at"].as_str().is_some() && list["durationUs"].as_i64().unwrap() >= 0);
     assert_eq!(missing["path"], "/api/v1/patients/999999");
-    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["status"], 403);
     assert_eq!(missing["rowCount"], Value::Null);
 
     // Refused requests are recorded without a user.

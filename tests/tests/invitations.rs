@@ -126,7 +126,6 @@ async fn issuing_needs_a_managing_role_and_valid_ids() {
     for (bad, detail) in [
         (json!({"client_id": carex}), "patientId: this field is required".to_owned()),
         (json!({"patient_id": peter}), "client_id: this field is required".to_owned()),
-        (json!({"patient_id": 999999, "client_id": carex}), "patientId: patient 999999 does not exist".to_owned()),
         (json!({"patient_id": peter, "client_id": 999999}), "client_id: client 999999 does not exist".to_owned()),
         (
             json!({"patient_id": peter, "client_id": carex, "send_email": "yes"}),
@@ -136,6 +135,11 @@ async fn issuing_needs_a_managing_role_and_valid_ids() {
         let answer = server.post("/api/v1/invitation", &mary, bad.clone()).await;
         assert_eq!((answer.status, answer.detail()), (400, detail), "{bad}");
     }
+    // an id that does not exist reads like a patient of another organization
+    let missing = server.post("/api/v1/invitation", &mary, json!({"patient_id": 999999, "client_id": carex})).await;
+    let percy = server.patient_id(seeded::PERCY).await;
+    let foreign = server.post("/api/v1/invitation", &mary, json!({"patient_id": percy, "client_id": carex})).await;
+    assert_eq!((missing.status, missing.detail()), (403, foreign.detail()));
     let not_int = server.post("/api/v1/invitation", &mary, json!({"patientId": "peter", "client_id": carex})).await;
     assert_eq!(not_int.status, 400);
     assert!(not_int.detail().ends_with("`peter` is not an integer"), "{}", not_int.detail());

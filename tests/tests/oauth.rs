@@ -686,7 +686,8 @@ async fn invitation_redemption_signs_the_patient_in_and_answers_every_failure_st
     let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.as_bytes());
     let tokens = server.exchange_grant(grant, &verifier).await;
     assert_eq!(tokens.0, 200, "{:?}", tokens.1);
-    assert_eq!(tokens.1["scope"], "openid email");
+    // a patient app's token: uploads, the patient's own consents and profile, no observation reads
+    assert_eq!(tokens.1["scope"], "openid email patient/Observation.c patient/Consent.cruds patient/Patient.r");
     let profile = server.get("/api/v1/users/profile", tokens.1["access_token"].as_str().unwrap()).await;
     let peter_user = user_id(&server, seeded::PETER).await;
     assert_eq!((profile.status, profile.body["id"].as_i64()), (200, Some(peter_user)), "{:?}", profile.body);

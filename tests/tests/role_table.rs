@@ -1,6 +1,10 @@
 //! The role table of jhe-compat §4.2/§4.3 with the gaps of §13.2 closed: for each write route and each kind of
 //! caller, the expected status. Every case runs on its own fresh copy of the seeded database, so a write that
 //! succeeds for one caller cannot change what the next caller sees.
+//!
+//! The foreign-object dimension: every route that takes a patient, study or organization id, called by Lifespan
+//! Lab's practitioners (every role) with the id of one they may not see (Neptunian Pulse Lab's patient Percy, its
+//! study and the lab itself), answers 403 or 404 and changes nothing.
 
 use jhe_tests::{TestServer, seeded};
 use serde_json::Value;
@@ -24,6 +28,9 @@ async fn placeholders(server: &TestServer) -> HashMap<&'static str, i64> {
     let user = |email: &'static str| async move { server.id_of("users", "email", email).await };
     let mut ids = HashMap::new();
     ids.insert("lifespan", server.id_of("organizations", "name", "Lifespan Lab").await);
+    ids.insert("saturn", server.id_of("organizations", "name", "Saturn School of Data Science").await);
+    ids.insert("pulse_lab", server.id_of("organizations", "name", "Neptunian Pulse Lab").await);
+    ids.insert("bt_study", server.id_of("studies", "name", "Nep Pulse Lab Study on BT").await);
     ids.insert("bp_study", server.id_of("studies", "name", "Lifespan Study on BP").await);
     ids.insert("bp_hr_study", server.id_of("studies", "name", "Lifespan Study on BP & HR").await);
     ids.insert("heart_rate", server.id_of("codeable_concepts", "coding_code", "omh:heart-rate:2.0").await);
@@ -118,8 +125,12 @@ role_cases! {
     patient_update: "PATCH" "/api/v1/patients/{peter}?organizationId={lifespan}" body r#"{"nameGiven": "P"}"#
         => [200, 200, 200, 403, 403, 403];
     patient_remove: "DELETE" "/api/v1/patients/{peter}?organizationId={lifespan}" => [204, 204, 204, 403, 403, 403];
+    // Percy is a patient of Neptunian Pulse Lab: only a superuser adds him by id (others ask him, he accepts)
     patient_add_organization: "PATCH" "/api/v1/patients/{percy}/global_add_organization?organizationId={lifespan}"
-        body "{}" => [200, 200, 200, 403, 403, 403];
+        body "{}" => [200, 404, 404, 403, 403, 403];
+    patient_add_visible_to_another_organization: "PATCH"
+        "/api/v1/patients/{peter}/global_add_organization?organizationId={saturn}" body "{}"
+        => [200, 200, 403, 403, 403, 403];
     practitioner_create: "POST" "/api/v1/practitioners" body r#"{"telecomEmail": "dr.role@example.com"}"#
         => [201, 403, 403, 403, 403, 403];
     practitioner_update: "PATCH" "/api/v1/practitioners/{megan_practitioner}" body r#"{"nameFamily": "X"}"#
@@ -184,4 +195,116 @@ role_cases! {
         => [201, 201, 201, 403, 403, 403];
     practitioner_client_create: "POST" "/api/v1/practitioner_clients" body r#"{"label": "notebook"}"#
         => [201, 201, 201, 201, 201, 403];
+}
+
+/// A fingerprint of everything a foreign-id request could change: people, memberships, studies, consents,
+/// invitations, requests and export jobs (practitioner settings are left out: lists remember the view asked for).
+async fn control_plane_digest(server: &TestServer) -> String {
+    const TABLES: [&str; 15] = [
+        "users",
+        "patients",
+        "patient_organizations",
+        "patient_identifiers",
+        "organizations",
+        "practitioner_organizations",
+        "studies",
+        "study_patients",
+        "study_scope_requests",
+        "study_patient_scope_consents",
+        "study_data_sources",
+        "study_clients",
+        "patient_invitations",
+        "patient_organization_requests",
+        "export_jobs",
+    ];
+    let parts: Vec<String> = TABLES
+        .iter()
+        .map(|table| format!("(SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {table} t)"))
+        .collect();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT concat_ws(' ', {})", parts.join(", "))))
+        .fetch_one(&server.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Lifespan Lab's manager, member and viewer: none may reach Neptunian Pulse Lab's objects.
+const LIFESPAN_CALLERS: [&str; 3] = [seeded::MARY, seeded::MEGAN, seeded::VICTOR];
+
+async fn run_foreign(method: &str, path: &str, body: Option<&str>) {
+    let server = TestServer::start().await.unwrap();
+    let ids = placeholders(&server).await;
+    let path = fill(path, &ids);
+    let before = control_plane_digest(&server).await;
+    let mut failures = Vec::new();
+    for caller in LIFESPAN_CALLERS {
+        let body: Option<Value> = body.map(|b| serde_json::from_str(&fill(b, &ids)).expect("valid body template"));
+        let token = server.token(caller).await;
+        let answer = server.request(method, &path, Some(&token), body).await;
+        if !matches!(answer.status, 403 | 404) {
+            failures.push(format!("{caller}: expected 403 or 404, got {} {}", answer.status, answer.body));
+        }
+        if answer.body.to_string().contains(seeded::PERCY) {
+            failures.push(format!("{caller}: the answer describes Percy: {}", answer.body));
+        }
+    }
+    assert_eq!(control_plane_digest(&server).await, before, "{method} {path} changed something");
+    assert!(failures.is_empty(), "{method} {path}:\n{}", failures.join("\n"));
+}
+
+macro_rules! foreign_cases {
+    ($($name:ident: $method:literal $path:literal $(body $body:expr)?;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                run_foreign($method, $path, None $(.or(Some($body)))?).await;
+            }
+        )*
+    };
+}
+
+const BT_CONSENT: &str = r#"{"studyScopeConsents": [{"studyId": {bt_study}, "scopeConsents": [
+    {"codingSystem": "https://w3id.org/openmhealth", "codingCode": "omh:body-temperature:4.0", "consented": true}]}]}"#;
+
+foreign_cases! {
+    foreign_patient_read: "GET" "/api/v1/patients/{percy}";
+    foreign_patient_update: "PATCH" "/api/v1/patients/{percy}?organizationId={lifespan}" body r#"{"nameGiven": "X"}"#;
+    foreign_patient_update_in_its_organization: "PATCH" "/api/v1/patients/{percy}?organizationId={pulse_lab}"
+        body r#"{"telecomEmail": "x@example.com"}"#;
+    foreign_patient_remove: "DELETE" "/api/v1/patients/{percy}?organizationId={lifespan}";
+    foreign_patient_remove_from_its_organization: "DELETE" "/api/v1/patients/{percy}?organizationId={pulse_lab}";
+    foreign_patient_add_organization: "PATCH"
+        "/api/v1/patients/{percy}/global_add_organization?organizationId={lifespan}" body "{}";
+    foreign_patient_consents_read: "GET" "/api/v1/patients/{percy}/consents";
+    foreign_patient_consents_reset: "GET" "/api/v1/patients/{percy}/consents?reset=true";
+    foreign_patient_consents_write: "POST" "/api/v1/patients/{percy}/consents" body "{}";
+    foreign_patient_consents_change: "PATCH" "/api/v1/patients/{percy}/consents" body "{}";
+    foreign_patient_consents_withdraw: "DELETE" "/api/v1/patients/{percy}/consents" body "{}";
+    foreign_patient_clients: "GET" "/api/v1/patients/{percy}/consolidated_clients";
+    foreign_patient_invitation: "POST" "/api/v1/invitation" body r#"{"patient_id": {percy}, "client_id": {carex_client}}"#;
+    foreign_patient_enrolled_in_own_study: "POST" "/api/v1/studies/{bp_study}/patients" body r#"{"patientIds": [{percy}]}"#;
+    foreign_patient_unenrolled_from_its_study: "DELETE" "/api/v1/studies/{bt_study}/patients"
+        body r#"{"patientIds": [{percy}]}"#;
+    foreign_study_consent_for_own_patient: "POST" "/api/v1/patients/{peter}/consents" body BT_CONSENT;
+    foreign_study_read: "GET" "/api/v1/studies/{bt_study}";
+    foreign_study_update: "PATCH" "/api/v1/studies/{bt_study}" body r#"{"name": "Renamed"}"#;
+    foreign_study_delete: "DELETE" "/api/v1/studies/{bt_study}";
+    foreign_study_patients: "GET" "/api/v1/studies/{bt_study}/patients";
+    foreign_study_enrol_own_patient: "POST" "/api/v1/studies/{bt_study}/patients" body r#"{"patientIds": [{peter}]}"#;
+    foreign_study_scope_request_add: "POST" "/api/v1/studies/{bt_study}/scope_requests"
+        body r#"{"scopeCodeId": {heart_rate}}"#;
+    foreign_study_client_add: "POST" "/api/v1/studies/{bt_study}/clients" body r#"{"clientId": {carex_client}}"#;
+    foreign_study_data_source_add: "POST" "/api/v1/studies/{bt_study}/data_sources" body r#"{"dataSourceId": {dexcom}}"#;
+    foreign_study_observation_summary: "GET" "/api/v1/studies/{bt_study}/observation_summary";
+    foreign_organization_update: "PATCH" "/api/v1/organizations/{pulse_lab}" body r#"{"name": "Renamed"}"#;
+    foreign_organization_delete: "DELETE" "/api/v1/organizations/{pulse_lab}";
+    foreign_organization_add_user: "POST" "/api/v1/organizations/{pulse_lab}/user"
+        body r#"{"jheUserId": {victor_user}, "organizationPartitionerRole": "manager"}"#;
+    foreign_organization_remove_user: "DELETE" "/api/v1/organizations/{pulse_lab}/remove_user"
+        body r#"{"jheUserId": {mark_user}}"#;
+    foreign_organization_patient_create: "POST" "/api/v1/patients"
+        body r#"{"organizationId": {pulse_lab}, "telecomEmail": "planted@example.com"}"#;
+    foreign_organization_request: "POST" "/api/v1/patients/organization_requests"
+        body r#"{"organizationId": {pulse_lab}, "telecomEmail": "ll_patient_peter@example.com"}"#;
+    foreign_fhir_patient: "GET" "/FHIR/R5/Patient/{percy}";
+    foreign_fhir_group: "GET" "/FHIR/R5/Group/{bt_study}";
 }

@@ -43,6 +43,19 @@ async fn invited_patient_tokens(server: &TestServer, scope: &str) -> Value {
     body
 }
 
+/// Peter signing in to the CareX app with his own login (authorization code with PKCE, asking for `scope`): the
+/// token response.
+async fn patient_login_tokens(server: &TestServer, scope: &str) -> Value {
+    const REDIRECT: &str = "http://127.0.0.1:8000/auth/callback";
+    let (challenge, verifier) = openidconnect::PkceCodeChallenge::new_random_sha256();
+    let url = authorize_url(server, "carex", REDIRECT, scope, None, challenge.as_str());
+    let back = jhe_tests::browser::Browser::at(server).authorize(url.as_str(), seeded::PETER, true).await;
+    let code = back.query_pairs().find(|(k, _)| k == "code").expect("a code").1.into_owned();
+    let (status, body) = server.exchange_code("carex", &code, REDIRECT, verifier.secret()).await;
+    assert_eq!(status, 200, "{body:?}");
+    body
+}
+
 /// A 403 OperationOutcome with issue code `forbidden` naming the missing scope.
 fn assert_fhir_forbidden(answer: &Answer, needs: &str) {
     assert_eq!(answer.status, 403, "{:?}", answer.body);
@@ -178,7 +191,7 @@ async fn scoped_practitioner_tokens_reach_only_what_their_scopes_name() {
 #[tokio::test]
 async fn patient_scopes_cover_the_patients_own_data_and_refresh_never_widens() {
     let (server, _dir, ids) = uploaded().await;
-    let tokens = invited_patient_tokens(&server, "patient/Observation.rs").await;
+    let tokens = patient_login_tokens(&server, "openid email patient/Observation.rs").await;
     assert_eq!(tokens["scope"], "openid email patient/Observation.rs");
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
@@ -254,12 +267,12 @@ async fn patient_scopes_cover_the_patients_own_data_and_refresh_never_widens() {
     .await;
     assert_eq!((status, kept["scope"].as_str()), (200, Some("openid patient/Observation.r")), "{kept:?}");
 
-    // an invitation without SMART scopes: the reference's `openid email`, the patient's full rights
+    // an invitation without SMART scopes: a patient app's token, which reads the patient but no observations
     let plain = invited_patient_tokens(&server, "").await;
-    assert_eq!(plain["scope"], "openid email");
+    assert_eq!(plain["scope"], "openid email patient/Observation.c patient/Consent.cruds patient/Patient.r");
     let plain = plain["access_token"].as_str().unwrap();
     assert_eq!(server.get(&format!("/FHIR/R5/Patient/{peter}"), plain).await.status, 200);
-    assert_eq!(server.get("/FHIR/R5/Observation", plain).await.status, 200);
+    assert_fhir_forbidden(&server.get("/FHIR/R5/Observation", plain).await, "user/Observation.s");
 }
 
 #[tokio::test]

@@ -348,12 +348,16 @@ async fn study_patients_list_enrol_and_remove() {
     assert_eq!(again.status, 409);
     assert_eq!(again.detail(), format!("patientIds: patient {first} is already enrolled in study {bp}"));
     // all or nothing: the valid second patient is not enrolled when Percy (another organization) is refused
+    // and Percy reads exactly like an id that does not exist
     let outsider = server.post(&path, &megan, json!({"patient_ids": [second, percy]})).await;
-    assert_eq!(outsider.status, 400);
-    assert!(outsider.detail().starts_with(&format!("patientIds: patient {percy} is not in organization {lifespan}")));
+    assert_eq!(outsider.status, 404);
+    let absent =
+        |id: i64| format!("patientIds: organization {lifespan} (which owns study {bp}) has no patient with id {id}");
+    assert_eq!(outsider.detail(), absent(percy));
     assert_eq!(server.get(&path, &megan).await.body["count"], 3);
+    let unknown = server.post(&path, &megan, json!({"patientIds": [999999]})).await;
+    assert_eq!((unknown.status, unknown.detail()), (404, absent(999999)));
     let cases = [
-        (json!({"patientIds": [999999]}), "patientIds: no patient with id 999999".to_owned()),
         (json!({"patientIds": []}), "patientIds: list at least one patient id".to_owned()),
         (json!({"patientIds": [second, second]}), format!("patientIds: patient {second} is listed more than once")),
         (json!({"patientIds": ["x"]}), "patientIds[0]: `\"x\"` is not a patient id".to_owned()),

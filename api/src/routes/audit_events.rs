@@ -55,7 +55,7 @@ fn instant(url: &RequestUrl, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
 #[utoipa::path(get, path = "/api/v1/audit_events", tag = "audit", summary = "The audit trail (superuser): who read, searched or exported what, when, and how many rows",
     params(
         ("user_id" = Option<i64>, Query, description = "only this user's requests"),
-        ("action" = Option<String>, Query, description = "read, search, export or analytics"),
+        ("action" = Option<String>, Query, description = "read, search, export, analytics, consent (consent writes) or membership (a patient's organizations changed)"),
         ("resource_type" = Option<String>, Query, description = "e.g. Observation or patients"),
         ("since" = Option<String>, Query, description = "from this date or instant (inclusive)"),
         ("until" = Option<String>, Query, description = "before this date or instant"),
@@ -67,10 +67,10 @@ async fn list(State(state): State<AppState>, Auth(caller): Auth, url: RequestUrl
     let page = page_request(&url, DEFAULT_PAGE_SIZE)?;
     let action = url.param("action").filter(|text| !text.is_empty()).map(str::to_owned);
     if let Some(action) = &action
-        && !["read", "search", "export", "analytics"].contains(&action.as_str())
+        && !["read", "search", "export", "analytics", "consent", "membership"].contains(&action.as_str())
     {
         return Err(ApiError::bad_request(format!(
-            "`action` must be one of read, search, export, analytics, not {action:?}."
+            "`action` must be one of read, search, export, analytics, consent, membership, not {action:?}."
         )));
     }
     let filter = AuditFilter {

@@ -232,8 +232,8 @@ async fn remove_data_source(
               (status = 403, description = "another patient, or a practitioner outside the patient's organizations"),
               (status = 404, description = "no such patient")))]
 async fn consolidated_clients(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id) -> ApiResult<Response> {
-    jhe_catalog::get_patient(&state.pool, id).await?;
     super::patients::require_patient_visible(&state, &caller, id).await?;
+    jhe_catalog::get_patient(&state.pool, id).await?;
     ok(&jhe_catalog::consolidated_clients(&state.pool, id).await?)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Reading: the patient themself, a practitioner sharing an organization with the patient, or a superuser.
 //! Writing: the patient themself, a superuser, or a practitioner who shares an organization with the patient and
-//! is a member or manager of the organization of every study the body names. Every case the reference answers
+//! is a member or manager of the organization of every study the body names (the patient must be enrolled, which
+//! needs the patient in that organization). The audit trail records every write with who made it (`consent`). Every case the reference answers
 //! with a 500 is a 4xx here, and a write changes all the rows it names or none.
 
 use super::patients::require_patient_visible;
@@ -37,8 +38,8 @@ pub(super) fn routes() -> Router<AppState> {
               (status = 403, description = "another patient, or a practitioner outside the patient's organizations"),
               (status = 404, description = "no such patient")))]
 async fn read(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id, url: RequestUrl) -> ApiResult<Response> {
-    let patient = jhe_catalog::get_patient(&state.pool, id).await?;
     require_patient_visible(&state, &caller, id).await?;
+    let patient = jhe_catalog::get_patient(&state.pool, id).await?;
     if url.bool_param("reset") {
         if caller.patient_id != Some(id) && !caller.is_superuser {
             return Err(ApiError::forbidden("Only the patient themself or a superuser can reset consents."));
@@ -103,11 +104,11 @@ async fn write(
     body: &Body,
     write: ConsentWrite,
 ) -> ApiResult<Vec<StudyScopeConsent>> {
-    jhe_catalog::get_patient(&state.pool, patient_id).await?;
     let acts_without_study_role = caller.patient_id == Some(patient_id) || caller.is_superuser;
     if !acts_without_study_role {
         require_patient_visible(state, caller, patient_id).await?;
     }
+    jhe_catalog::get_patient(&state.pool, patient_id).await?;
     let changes = parse_changes(body, write)?;
     if !acts_without_study_role {
         let study_ids: BTreeSet<i64> = changes.iter().map(|study| study.study_id).collect();

@@ -57,24 +57,22 @@ fn send_email(body: &Body) -> ApiResult<bool> {
     }
 }
 
-/// The caller may invite a patient if they may manage patients in one of the patient's organizations.
+/// The caller may invite a patient if they may manage patients in one of the patient's organizations (a superuser
+/// any patient). A patient outside those organizations answers the same as an id that does not exist.
 async fn require_may_invite(state: &AppState, caller: &Caller, patient_id: i64) -> ApiResult<()> {
-    if let Err(error) = jhe_catalog::get_patient(&state.pool, patient_id).await {
-        return Err(match error {
-            jhe_catalog::Error::NotFound { .. } => {
-                ApiError::bad_request(format!("patientId: patient {patient_id} does not exist"))
-            }
-            other => other.into(),
-        });
-    }
     let organizations = jhe_catalog::patient_organization_ids(&state.pool, patient_id).await?;
     let allowed = |org: &i64| role_allows(caller.role_in(*org), false, Permission::PatientManageForOrganization);
-    if caller.is_superuser || organizations.iter().any(allowed) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(
+    if !caller.is_superuser && !organizations.iter().any(allowed) {
+        return Err(ApiError::forbidden(
             "Inviting a patient needs the member or manager role in one of the patient's organizations.",
-        ))
+        ));
+    }
+    match jhe_catalog::get_patient(&state.pool, patient_id).await {
+        Ok(_) => Ok(()),
+        Err(jhe_catalog::Error::NotFound { .. }) => {
+            Err(ApiError::bad_request(format!("patientId: patient {patient_id} does not exist")))
+        }
+        Err(other) => Err(other.into()),
     }
 }
 

@@ -12,6 +12,7 @@ mod fhir_read;
 mod invitations;
 pub(crate) mod oauth;
 mod observations;
+mod organization_requests;
 mod organizations;
 mod patients;
 mod practitioner_clients;
@@ -43,6 +44,7 @@ pub(crate) fn openapi_parts() -> Vec<utoipa::openapi::OpenApi> {
         organizations::ApiDoc::openapi(),
         practitioners::ApiDoc::openapi(),
         patients::ApiDoc::openapi(),
+        organization_requests::ApiDoc::openapi(),
         consents::ApiDoc::openapi(),
         studies::ApiDoc::openapi(),
         data_sources::ApiDoc::openapi(),
@@ -64,6 +66,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(practitioners::routes())
         .merge(practitioner_clients::routes())
         .merge(patients::routes())
+        .merge(organization_requests::routes())
         .merge(consents::routes())
         .merge(studies::routes())
         .merge(data_sources::routes())

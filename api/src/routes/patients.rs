@@ -91,7 +91,8 @@ pub(crate) async fn remember_current_view(
     Ok(())
 }
 
-/// Patients see themselves; practitioners see patients of their organizations.
+/// Patients see themselves; practitioners see patients of their organizations. Checked before anything is read,
+/// so a patient outside the caller's organizations answers the same as an id that does not exist.
 pub(crate) async fn require_patient_visible(state: &AppState, caller: &Caller, patient_id: i64) -> ApiResult<()> {
     if caller.patient_id == Some(patient_id) {
         return Ok(());
@@ -110,9 +111,8 @@ pub(crate) async fn require_patient_visible(state: &AppState, caller: &Caller, p
     params(("id" = i64, Path, description = "the id")),
     responses((status = 200, description = "success"), (status = 401, description = "no valid bearer token"), (status = 403, description = "the caller may not do this"), (status = 404, description = "not found")))]
 async fn retrieve(State(state): State<AppState>, Auth(caller): Auth, Id(id): Id) -> ApiResult<Response> {
-    let patient = jhe_catalog::get_patient(&state.pool, id).await?;
     require_patient_visible(&state, &caller, id).await?;
-    ok(&patient)
+    ok(&jhe_catalog::get_patient(&state.pool, id).await?)
 }
 
 #[utoipa::path(get, path = "/api/v1/patients/me", tag = "patients", summary = "The calling patient",
@@ -181,20 +181,40 @@ async fn create(State(state): State<AppState>, Auth(caller): Auth, body: Body) -
 }
 
 /// Writes to a patient need `patient.manage_for_organization` in the organization named by `organization_id`,
-/// and the patient must belong to it.
-async fn require_manage_in(state: &AppState, caller: &Caller, url: &RequestUrl, patient_id: i64) -> ApiResult<i64> {
-    jhe_catalog::get_patient(&state.pool, patient_id).await?;
+/// and the patient must belong to it; a patient outside it answers as one that does not exist. Returns the
+/// organization and the patient's organizations.
+async fn require_manage_in(
+    state: &AppState,
+    caller: &Caller,
+    url: &RequestUrl,
+    patient_id: i64,
+) -> ApiResult<(i64, Vec<i64>)> {
     let Some(organization_id) = url.int_param("organization_id")? else {
         return Err(ApiError::bad_request("organizationId required"));
     };
     require_permission(caller, organization_id, Permission::PatientManageForOrganization)?;
     let organizations = jhe_catalog::patient_organization_ids(&state.pool, patient_id).await?;
     if !organizations.contains(&organization_id) {
-        return Err(ApiError::bad_request(format!(
-            "organizationId: patient {patient_id} is not in organization {organization_id}"
-        )));
+        return Err(ApiError::new(
+            jhe_schemas::ErrorKind::NotFound,
+            format!("No Patient {patient_id} in organization {organization_id}."),
+        ));
     }
-    Ok(organization_id)
+    Ok((organization_id, organizations))
+}
+
+/// A patient's login email belongs to the patient, not to one organization: an organization may change it only
+/// while the patient is in no other organization (a superuser always may). The new email is unverified until the
+/// patient confirms it.
+fn require_may_change_email(caller: &Caller, organizations: &[i64]) -> ApiResult<()> {
+    if caller.is_superuser || organizations.len() <= 1 {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "telecomEmail: this patient's login email is shared by all their organizations; only the patient or a \
+             superuser can change it",
+        ))
+    }
 }
 
 #[utoipa::path(patch, path = "/api/v1/patients/{id}", tag = "patients", summary = "Update a patient (`organizationId` query parameter names the organization whose role applies); PUT is accepted too",
@@ -208,11 +228,12 @@ async fn update(
     url: RequestUrl,
     body: Body,
 ) -> ApiResult<Response> {
-    require_manage_in(&state, &caller, &url, id).await?;
+    let (_, organizations) = require_manage_in(&state, &caller, &url, id).await?;
     body.only(PATIENT_FIELDS)?;
     let telecom_email = match body.string("telecom_email")? {
         Some(Some(email)) => {
             super::users::validate_email(email.trim())?;
+            require_may_change_email(&caller, &organizations)?;
             Some(email.trim().to_owned())
         }
         Some(None) => return Err(ApiError::bad_request("telecomEmail: may not be null")),
@@ -238,7 +259,7 @@ async fn remove_from_organization(
     Id(id): Id,
     url: RequestUrl,
 ) -> ApiResult<Response> {
-    let organization_id = require_manage_in(&state, &caller, &url, id).await?;
+    let (organization_id, _) = require_manage_in(&state, &caller, &url, id).await?;
     jhe_catalog::remove_patient_from_organization(&state.pool, id, organization_id).await?;
     no_content()
 }
@@ -255,7 +276,7 @@ async fn global_lookup(State(state): State<AppState>, Auth(caller): Auth, url: R
     ok(&jhe_catalog::patients_by_email(&state.pool, email, visible_in).await?)
 }
 
-#[utoipa::path(patch, path = "/api/v1/patients/{id}/global_add_organization", tag = "patients", summary = "Add a patient to the organization `organizationId`",
+#[utoipa::path(patch, path = "/api/v1/patients/{id}/global_add_organization", tag = "patients", summary = "Add a patient already in one of the caller's organizations to another of them, `organizationId` (superusers: any patient); a patient of another organization joins by accepting a request (`POST /api/v1/patients/organization_requests`)",
     params(("id" = i64, Path, description = "the id")),
     request_body(content = serde_json::Value, description = "JSON object; camelCase or snake_case keys"),
     responses((status = 200, description = "success"), (status = 400, description = "invalid input; `detail` says what to change"), (status = 401, description = "no valid bearer token"), (status = 403, description = "the caller may not do this"), (status = 404, description = "not found")))]
@@ -265,10 +286,17 @@ async fn global_add_organization(
     Id(id): Id,
     url: RequestUrl,
 ) -> ApiResult<Response> {
-    jhe_catalog::get_patient(&state.pool, id).await?;
     let Some(organization_id) = url.int_param("organization_id")? else {
         return Err(ApiError::bad_request("organizationId required"));
     };
     require_permission(&caller, organization_id, Permission::PatientManageForOrganization)?;
+    if !practitioner_sees_patient(&state.pool, &caller, id).await? {
+        return Err(ApiError::new(
+            jhe_schemas::ErrorKind::NotFound,
+            "No Patient matches the given query among your organizations' patients. To add a patient of another \
+             organization, ask them by email (POST /api/v1/patients/organization_requests); they join when they \
+             accept.",
+        ));
+    }
     ok(&jhe_catalog::add_patient_to_organization(&state.pool, id, organization_id).await?)
 }

@@ -6,6 +6,10 @@ pub enum Error {
     /// `entity` is the model name the reference uses in its 404 message ("No Patient matches the given query.").
     #[error("No {entity} matches the given query.")]
     NotFound { entity: &'static str },
+    /// Something the request names is not there for the caller, with a message saying which (answered like
+    /// [`Error::NotFound`], so an object outside the caller's reach reads the same as one that does not exist).
+    #[error("{0}")]
+    Absent(String),
     /// A request that contradicts what is stored (a duplicate identifier, an existing membership, …).
     #[error("{0}")]
     Conflict(String),
@@ -27,7 +31,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::NotFound { .. } | Error::Absent(_) => ErrorKind::NotFound,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Invalid(_) => ErrorKind::InvalidInput,
             Error::InvalidDatabaseUrl { .. } | Error::PasswordHash(_) | Error::Migrate(_) => ErrorKind::Internal,

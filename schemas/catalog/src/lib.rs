@@ -18,6 +18,7 @@ mod invitations;
 mod oauth;
 mod observation_access;
 mod observations;
+mod organization_requests;
 mod organizations;
 mod paging;
 pub mod passwords;
@@ -45,6 +46,11 @@ pub use invitations::*;
 pub use oauth::*;
 pub use observation_access::*;
 pub use observations::*;
+pub use organization_requests::{
+    OrganizationRequest, RequestDecision, RequestingOrganization, cancel_organization_request,
+    decide_organization_request, get_organization_request, organization_request_organization,
+    organization_requests_of_organizations, organization_requests_of_patient, request_patient_organization,
+};
 pub use organizations::*;
 pub use paging::{Page, PageRequest};
 pub use patients::*;

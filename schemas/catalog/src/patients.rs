@@ -224,14 +224,15 @@ pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> 
         return Err(Error::Invalid(format!("organizationId: organization {} does not exist", new.organization_id)));
     }
     check_identifiers_free(&mut tx, &new.identifiers, None).await?;
-    let existing = sqlx::query!("SELECT id, user_type FROM users WHERE lower(email) = lower($1)", new.telecom_email)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|row| (row.id, row.user_type));
+    let existing =
+        sqlx::query!("SELECT id, user_type, is_superuser FROM users WHERE lower(email) = lower($1)", new.telecom_email)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| (row.id, if row.is_superuser { Some("superuser".to_owned()) } else { row.user_type }));
     let user_id = match existing {
-        Some((_, Some(kind))) if kind == "practitioner" => {
+        Some((_, Some(kind))) if kind == "practitioner" || kind == "superuser" => {
             return Err(Error::Conflict(format!(
-                "{} belongs to a practitioner account and cannot be used for a patient",
+                "{} belongs to a practitioner or administrator account and cannot be used for a patient",
                 new.telecom_email
             )));
         }
@@ -242,8 +243,8 @@ pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> 
                     .await?;
             if has_patient {
                 return Err(Error::Conflict(format!(
-                    "a patient with the email {} already exists; add them to this organization instead \
-                     (PATCH /api/v1/patients/{{id}}/global_add_organization)",
+                    "a patient with the email {} already exists; ask them to join this organization instead \
+                     (POST /api/v1/patients/organization_requests)",
                     new.telecom_email
                 )));
             }
@@ -324,7 +325,15 @@ pub async fn update_patient(pool: &PgPool, id: i64, changes: &PatientChanges) ->
         if taken {
             return Err(Error::Conflict(format!("telecomEmail: {email} is already used by another account")));
         }
-        sqlx::query!("UPDATE users SET email = $2 WHERE id = $1", user_id, email).execute(&mut *tx).await?;
+        // a new address is unverified until its owner confirms it
+        sqlx::query!(
+            "UPDATE users SET email = $2, email_is_verified = email_is_verified AND lower(email) = lower($2)
+              WHERE id = $1",
+            user_id,
+            email
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     if let Some(identifiers) = &changes.identifiers {
         check_identifiers_free(&mut tx, identifiers, Some(id)).await?;

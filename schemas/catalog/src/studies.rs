@@ -263,9 +263,16 @@ async fn check_enrolments(
     )
     .fetch_all(&mut *tx)
     .await?;
-    let missing: Vec<i64> = checks.iter().filter(|c| !c.exists).map(|c| c.patient_id).collect();
-    if !missing.is_empty() {
-        return Err(Error::Invalid(format!("patientIds: no patient with id {}", id_list(&missing))));
+    // a patient of another organization is answered like one that does not exist
+    let outsiders: Vec<i64> =
+        checks.iter().filter(|c| !c.exists || !c.in_study_organization).map(|c| c.patient_id).collect();
+    if !outsiders.is_empty() {
+        return Err(Error::Absent(format!(
+            "patientIds: organization {} (which owns study {}) has no patient with id {}",
+            study.organization,
+            study.id,
+            id_list(&outsiders)
+        )));
     }
     Ok(checks)
 }
@@ -275,15 +282,6 @@ pub async fn enroll_patients(pool: &PgPool, study_id: i64, patient_ids: &[i64]) 
     let mut tx = pool.begin().await?;
     let study = get_study_record(&mut *tx, study_id).await?;
     let checks = check_enrolments(&mut tx, &study, patient_ids).await?;
-    let outsiders: Vec<i64> = checks.iter().filter(|c| !c.in_study_organization).map(|c| c.patient_id).collect();
-    if !outsiders.is_empty() {
-        return Err(Error::Invalid(format!(
-            "patientIds: patient {} is not in organization {}, which owns study {study_id}; add the patient to the \
-             organization first",
-            id_list(&outsiders),
-            study.organization
-        )));
-    }
     let enrolled: Vec<i64> = checks.iter().filter(|c| c.enrolled).map(|c| c.patient_id).collect();
     if !enrolled.is_empty() {
         return Err(Error::Conflict(format!(

@@ -18,14 +18,30 @@ use serde_json::json;
 /// The scope the reference grants to invited patients.
 const INVITATION_SCOPE: &str = "openid email";
 
+/// What a patient app's token, which comes from redeeming an invitation, may do at most: upload the patient's
+/// observations, and read and write the patient's own consents and profile. Reading observations needs the
+/// patient's own login; an invitation link is a bearer secret that passes through practitioners' hands and mail.
+const PATIENT_APP_SCOPES: &str = "patient/Observation.c patient/Consent.cruds patient/Patient.r";
+
 /// The invited app's scope: the reference's, plus the SMART resource scopes the app asks for in an optional
-/// `scope` query parameter (`patient/Observation.c`, …), which then limit its tokens; a malformed one (or a
-/// `system/` one) is a 400 before anything is redeemed.
+/// `scope` query parameter (`patient/Observation.c`, …), each within [`PATIENT_APP_SCOPES`], or all of those when
+/// it asks for none. A malformed scope, a `system/` one or one beyond the patient app's is a 400 before anything
+/// is redeemed.
 fn invitation_scope(url: &RequestUrl) -> ApiResult<String> {
+    let invalid = |message: String| ApiError::bad_request(format!("invalid_scope: {message}"));
     let requested = url.param("scope").unwrap_or_default();
-    let resources = crate::smart_scopes::requested_resource_scopes(requested, false)
-        .map_err(|message| ApiError::bad_request(format!("invalid_scope: {message}")))?;
-    Ok(std::iter::once(INVITATION_SCOPE.to_owned()).chain(resources).collect::<Vec<_>>().join(" "))
+    let resources = crate::smart_scopes::requested_resource_scopes(requested, false).map_err(invalid)?;
+    let granted = if resources.is_empty() {
+        PATIENT_APP_SCOPES.to_owned()
+    } else {
+        crate::smart_scopes::narrowed_scope(PATIENT_APP_SCOPES, Some(&resources.join(" "))).map_err(|_| {
+            invalid(format!(
+                "an invitation grants a patient app at most `{PATIENT_APP_SCOPES}`; reading observations needs the \
+                 patient's own login"
+            ))
+        })?
+    };
+    Ok(format!("{INVITATION_SCOPE} {granted}"))
 }
 
 fn not_found() -> ApiError {
@@ -39,7 +55,7 @@ pub(crate) struct InvitationApiDoc;
 /// `POST /api/v1/invitation/{token}`.
 #[utoipa::path(post, path = "/api/v1/invitation/{token}", tag = "invitation",
     params(("token" = String, Path, description = "the 32-character invitation token (the part of the link's code after `_`)"),
-           ("scope" = Option<String>, Query, description = "SMART resource scopes to limit the app's tokens to (space separated), e.g. `patient/Observation.c patient/Consent.cru`")),
+           ("scope" = Option<String>, Query, description = "SMART resource scopes to limit the app's tokens to (space separated), within `patient/Observation.c patient/Consent.cruds patient/Patient.r` (the default)")),
     responses((status = 200, description = "`{grant: {grant_type, redirect_uri, client_id, code}, token_endpoint, expires}`; exchange the code at the token endpoint with `code_verifier` = base64url(token) without padding"),
               (status = 400, description = "the patient has no user account, or a malformed `scope`"),
               (status = 403, description = "the invitation was cancelled"),
