@@ -48,15 +48,7 @@ pub async fn request_patient_organization(
     requested_by: i64,
 ) -> Result<OrganizationRequest> {
     let mut tx = pool.begin().await?;
-    let organization_exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
-        organization_id,
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if !organization_exists {
-        return Err(Error::Invalid(format!("organizationId: organization {organization_id} does not exist")));
-    }
+    crate::organizations::require_organization(&mut *tx, organization_id).await?;
     let patient_id = sqlx::query_scalar!(
         "SELECT p.id FROM patients p JOIN users u ON u.id = p.user_id WHERE lower(u.email) = lower($1)",
         email,

@@ -279,3 +279,19 @@ pub async fn organizations_of_user(pool: &PgPool, user_id: i64) -> Result<Vec<Or
         })
         .collect())
 }
+
+/// Refuses an organization id that names no organization a patient or practitioner can belong to (the root, 0,
+/// is not one).
+pub(crate) async fn require_organization(executor: impl sqlx::PgExecutor<'_>, organization_id: i64) -> Result<()> {
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
+        organization_id,
+    )
+    .fetch_one(executor)
+    .await?;
+    if exists {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!("organizationId: organization {organization_id} does not exist")))
+    }
+}

@@ -214,15 +214,7 @@ async fn insert_identifiers(
 /// Creates a patient in an organization, reusing the user account with that email if one exists.
 pub async fn create_patient(pool: &PgPool, new: &NewPatient) -> Result<Patient> {
     let mut tx = pool.begin().await?;
-    let org_exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
-        new.organization_id,
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if !org_exists {
-        return Err(Error::Invalid(format!("organizationId: organization {} does not exist", new.organization_id)));
-    }
+    crate::organizations::require_organization(&mut *tx, new.organization_id).await?;
     check_identifiers_free(&mut tx, &new.identifiers, None).await?;
     let existing =
         sqlx::query!("SELECT id, user_type, is_superuser FROM users WHERE lower(email) = lower($1)", new.telecom_email)
@@ -397,15 +389,7 @@ pub async fn remove_patient_from_organization(pool: &PgPool, patient_id: i64, or
 /// Adds an existing patient to an organization.
 pub async fn add_patient_to_organization(pool: &PgPool, patient_id: i64, organization_id: i64) -> Result<Patient> {
     get_patient(pool, patient_id).await?;
-    let org_exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
-        organization_id,
-    )
-    .fetch_one(pool)
-    .await?;
-    if !org_exists {
-        return Err(Error::Invalid(format!("organizationId: organization {organization_id} does not exist")));
-    }
+    crate::organizations::require_organization(pool, organization_id).await?;
     let inserted = sqlx::query!(
         "INSERT INTO patient_organizations (patient_id, organization_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         patient_id,

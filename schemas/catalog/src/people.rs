@@ -323,15 +323,7 @@ pub async fn create_practitioner(
     .fetch_one(&mut *tx)
     .await?;
     if let Some(organization_id) = organization_id {
-        let org_exists = sqlx::query_scalar!(
-            r#"SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1 AND id <> 0) AS "exists!""#,
-            organization_id,
-        )
-        .fetch_one(&mut *tx)
-        .await?;
-        if !org_exists {
-            return Err(Error::Invalid(format!("organizationId: organization {organization_id} does not exist")));
-        }
+        crate::organizations::require_organization(&mut *tx, organization_id).await?;
         sqlx::query!(
             "INSERT INTO practitioner_organizations (practitioner_id, organization_id, role) VALUES ($1, $2, 'member')
              ON CONFLICT DO NOTHING",
