@@ -5,7 +5,8 @@
 //!
 //! Links: `self` is the request URL; `next` keeps every parameter of the request (keys sorted, values
 //! re-encoded) with `_page` set to the next page number and `_cursor` to where it starts, so following it costs
-//! what the first page cost; `previous` is the offset link of the page before (no `_page` for page 1).
+//! what the first page cost; `previous` is the offset link of the page before (no `_page` for page 1), given while
+//! that page lies within offset paging's depth (`MAX_PAGE_DEPTH` rows).
 
 use crate::audit::AuditRows;
 use axum::Router;
@@ -162,7 +163,13 @@ fn page_links(
     };
     SearchsetLinks {
         self_url: links.self_url.clone(),
-        previous: (request.page > 1).then(|| link(request.page - 1, None)),
+        // an offset link deeper than offset paging goes would only answer 400: a cursor walk that far has none
+        previous: (request.page > 1
+            && jhe_query::fhir_params::within_page_depth(
+                u64::from(request.page - 1),
+                u64::try_from(request.count).unwrap_or(u64::MAX),
+            ))
+        .then(|| link(request.page - 1, None)),
         next: page.next.as_ref().map(|cursor| link(request.page.saturating_add(1), Some(cursor.encode()))),
     }
 }
@@ -205,4 +212,25 @@ fn respond(headers: &HeaderMap, result: ApiResult<Response>) -> Response {
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn previous_link(page: u32, count: usize) -> Option<String> {
+        let links = Links { base: "http://x/FHIR/R5/Observation".into(), self_url: "http://x/self".into() };
+        let request = SearchRequest { page, count, ..SearchRequest::default() };
+        let found = SearchPage { total: 0, records: Vec::new(), next: None };
+        page_links(&links, &[], &request, &found).previous
+    }
+
+    #[test]
+    fn previous_links_stay_within_offset_paging() {
+        assert_eq!(previous_link(1, 1000), None);
+        assert_eq!(previous_link(2, 1000).as_deref(), Some("http://x/FHIR/R5/Observation"));
+        assert_eq!(previous_link(101, 1000).as_deref(), Some("http://x/FHIR/R5/Observation?_page=100"));
+        // a cursor walk past the depth offset paging serves gets no link that could only answer 400
+        assert_eq!(previous_link(102, 1000), None);
+    }
 }
