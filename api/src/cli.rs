@@ -81,9 +81,39 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum SigningKeyCommand {
     /// Generate a new RS256 key that signs ID tokens from now on; the old keys stay in the JWKS until the ID tokens
-    /// they signed have expired (JHE_ID_TOKEN_LIFETIME_SECONDS). Prints the new key's id (kid).
-    Rotate(DatabaseArgs),
+    /// they signed have expired (JHE_ID_TOKEN_LIFETIME_SECONDS). Stored keys are first encrypted with JHE_SECRET_KEY
+    /// (as at a server start). Prints the new key's id (kid).
+    Rotate(SigningKeyArgs),
 }
+
+#[derive(Debug, Clone, Args)]
+pub struct SigningKeyArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+/// The secret that encrypts the OAuth provider's ID-token signing keys stored in Postgres.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// 32 random bytes in base64 (`openssl rand -base64 32`) that encrypt the stored ID-token signing keys; prefer
+    /// the environment variable to the flag [default: none: keys are stored unencrypted, with a warning]
+    #[arg(long, env = "JHE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// The JHE_SECRET_KEY being replaced: it only decrypts keys, which are encrypted again with JHE_SECRET_KEY at
+    /// start
+    #[arg(long, env = "JHE_SECRET_KEY_PREVIOUS", hide_env_values = true)]
+    pub secret_key_previous: Option<String>,
+}
+
+impl SecretArgs {
+    /// The parsed secret (the values are never printed, not even in errors).
+    pub fn resolve(&self) -> anyhow::Result<crate::ServerSecret> {
+        Ok(crate::ServerSecret::from_settings(self.secret_key.as_deref(), self.secret_key_previous.as_deref())?)
+    }
+}
+
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
@@ -111,6 +141,8 @@ pub struct ServerArgs {
     /// Record every read, search and export in the audit trail (`off` only to measure its cost) [default: on]
     #[arg(long, env = "JHE_AUDIT", value_parser = clap::builder::BoolishValueParser::new())]
     pub audit: Option<bool>,
+    #[command(flatten)]
+    pub secret: SecretArgs,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -227,6 +259,8 @@ pub struct ServerConfig {
     pub database_max_connections: u32,
     /// Whether reads are recorded in the audit trail.
     pub audit: bool,
+    /// Encrypts the stored ID-token signing keys (`JHE_SECRET_KEY`).
+    pub secret: crate::ServerSecret,
     pub pipeline: PipelineConfig,
 }
 
@@ -323,6 +357,7 @@ impl ServerConfig {
             site_url: args.site_url.clone().or_else(|| file.site_url.clone()),
             database_max_connections: max,
             audit: args.audit.or(file.audit).unwrap_or(true),
+            secret: args.secret.resolve()?,
         })
     }
 }
@@ -375,6 +410,7 @@ pub async fn run_server(
         mailer: crate::mail::Mailer::from_env(Some(&config.data_dir))?,
         login_limits: crate::login_limits::LoginLimits::from_env(),
         federation: crate::Federation::from_env()?,
+        server_secret: config.secret,
     };
     tracing::info!(listen = %config.listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
     let http_stop = stop.clone();

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 /// Federated login through an upstream OpenID Connect provider (`JHE_OIDC_*`, docs/identity.md).
 pub use routes::oauth::{CALLBACK_PATH as OIDC_CALLBACK_PATH, Federation, FederationConfig, FederationConfigError};
 /// ID-token signing keys of the OAuth provider (`rotate_signing_key` makes a new key sign from now on).
-pub use routes::oauth::{KeyError, rotate_signing_key};
+pub use routes::oauth::{KeyError, ServerSecret, rotate_signing_key};
 
 /// The search-parameter parser of the Postgres-backed FHIR resources, for the fuzz target (`api/fuzz`).
 #[doc(hidden)]
@@ -57,6 +57,8 @@ pub struct AppState {
     pub login_limits: login_limits::LoginLimits,
     /// Federated login through an upstream OpenID Connect provider (`JHE_OIDC_*`); `None` when not configured.
     pub federation: Option<Arc<Federation>>,
+    /// Seals the stored ID-token signing keys (`JHE_SECRET_KEY`); `ServerSecret::none()` stores them as plaintext.
+    pub server_secret: ServerSecret,
 }
 
 impl AppState {
@@ -76,6 +78,7 @@ impl AppState {
             mailer: mail::Mailer::log_only(),
             login_limits: login_limits::LoginLimits::from_env(),
             federation: None,
+            server_secret: ServerSecret::none(),
         }
     }
 }
@@ -106,9 +109,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // the OAuth provider's signing key is made on first start, not by the first login (RSA generation is slow)
-    if let Err(error) = routes::oauth::ensure_signing_key(&state.pool).await {
-        tracing::error!(%error, "could not prepare the ID-token signing key; OAuth requests will retry");
+    // the OAuth provider's signing key is made (and stored keys sealed) on start, not by the first login (RSA
+    // generation is slow); a JHE_SECRET_KEY that cannot open the stored keys stops the server here
+    match routes::oauth::prepare_signing_keys(&state.pool, &state.server_secret).await {
+        Ok(()) => {}
+        Err(error) if error.is_secret_mismatch() => return Err(std::io::Error::other(error)),
+        Err(error) => tracing::error!(%error, "could not prepare the ID-token signing key; OAuth requests will retry"),
     }
     // export jobs left by stopped processes, and the sweeper of expired exports' files (stops with the server)
     let _export_upkeep = routes::start_export_upkeep(&state).await;

@@ -95,10 +95,11 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::SigningKey(SigningKeyCommand::Rotate(args)) => {
-            let pool = jhe_catalog::connect(&database_url(&args, &file), 2)
+            let secret = args.secret.resolve()?;
+            let pool = jhe_catalog::connect(&database_url(&args.database, &file), 2)
                 .await
                 .context("connecting to Postgres (set DATABASE_URL)")?;
-            let kid = jhe_api::rotate_signing_key(&pool).await.context("rotating the ID-token signing key")?;
+            let kid = jhe_api::rotate_signing_key(&pool, &secret).await.context("rotating the ID-token signing key")?;
             println!("{kid}");
             Ok(())
         }

@@ -623,7 +623,7 @@ async fn rotated_signing_keys_stay_in_the_jwks_while_their_tokens_live() {
     let (code, verifier) = code_for(&server, "jhe-admin-ui", seeded::TOM).await;
     let old_token = id_token_of(&exchange(code, verifier).await);
 
-    let new_kid = jhe_api::rotate_signing_key(&server.db.pool).await.unwrap();
+    let new_kid = jhe_api::rotate_signing_key(&server.db.pool, &jhe_api::ServerSecret::none()).await.unwrap();
     let provider = CoreProviderMetadata::discover_async(issuer, &http).await.unwrap();
     let kids: Vec<String> =
         provider.jwks().keys().iter().filter_map(|k| k.key_id().map(|id| id.as_str().to_owned())).collect();

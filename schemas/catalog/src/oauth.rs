@@ -18,6 +18,7 @@ pub fn random_token(length: usize) -> String {
 #[derive(Clone)]
 pub struct SigningKey {
     pub kid: String,
+    /// The private key as stored: PKCS#8 PEM, or sealed with the server secret (the `api` crate opens it).
     pub private_key_pem: String,
     pub created: DateTime<Utc>,
     pub retired_at: Option<DateTime<Utc>>,
@@ -53,6 +54,30 @@ pub async fn published_signing_keys(pool: &PgPool, grace: Duration) -> Result<Ve
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// Every stored signing key, retired ones included (to seal them all at rest).
+pub async fn all_signing_keys(pool: &PgPool) -> Result<Vec<SigningKey>> {
+    Ok(sqlx::query_as!(
+        SigningKey,
+        "SELECT kid, private_key_pem, created, retired_at FROM oauth_signing_keys ORDER BY created, id"
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Replaces the stored form of key `kid` with `replacement` if it is still `stored` (another process may have
+/// replaced it meanwhile); returns whether it did.
+pub async fn replace_stored_signing_key(pool: &PgPool, kid: &str, stored: &str, replacement: &str) -> Result<bool> {
+    let replaced = sqlx::query!(
+        "UPDATE oauth_signing_keys SET private_key_pem = $3 WHERE kid = $1 AND private_key_pem = $2",
+        kid,
+        stored,
+        replacement,
+    )
+    .execute(pool)
+    .await?;
+    Ok(replaced.rows_affected() == 1)
 }
 
 /// Stores a new signing key; with `retire_others` (rotation) every older key stops signing in the same

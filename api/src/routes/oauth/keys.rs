@@ -1,5 +1,9 @@
-//! ID-token signing keys: RS256, generated on first start, stored in Postgres, rotatable. The JWKS publishes
-//! every key that signed a token which may still be live.
+//! ID-token signing keys: RS256, generated on first start, stored in Postgres (sealed with `JHE_SECRET_KEY` when it
+//! is set, see `sealing`), rotatable. The JWKS publishes every key that signed a token which may still be live.
+
+mod sealing;
+
+pub use sealing::ServerSecret;
 
 use super::CONFIG;
 use crate::error::OAuthError;
@@ -27,8 +31,30 @@ pub enum KeyError {
     Decode(String),
     #[error("signing failed: {0}")]
     Sign(String),
+    #[error("sealing a signing key failed: {0}")]
+    Seal(String),
+    #[error("{variable} {problem}: set it to 32 random bytes in base64 (e.g. `openssl rand -base64 32`)")]
+    SecretSetting { variable: &'static str, problem: &'static str },
+    #[error(
+        "the ID-token signing key {kid} is stored encrypted, but JHE_SECRET_KEY is not set: start the server with the \
+         JHE_SECRET_KEY that encrypted it"
+    )]
+    SecretMissing { kid: String },
+    #[error(
+        "the ID-token signing key {kid} cannot be decrypted with JHE_SECRET_KEY (nor JHE_SECRET_KEY_PREVIOUS): it was \
+         encrypted with another secret. Start with that secret; to change it, set the new one as JHE_SECRET_KEY and \
+         the old one as JHE_SECRET_KEY_PREVIOUS"
+    )]
+    SecretWrong { kid: String },
     #[error(transparent)]
     Catalog(#[from] jhe_catalog::Error),
+}
+
+impl KeyError {
+    /// Whether the configured `JHE_SECRET_KEY` cannot open the stored keys (a server must not start that way).
+    pub fn is_secret_mismatch(&self) -> bool {
+        matches!(self, KeyError::SecretMissing { .. } | KeyError::SecretWrong { .. })
+    }
 }
 
 impl From<KeyError> for OAuthError {
@@ -56,8 +82,48 @@ async fn generate_key() -> Result<(String, String), KeyError> {
     .map_err(|e| KeyError::Generate(e.to_string()))?
 }
 
+/// Seals the stored keys that are not sealed with the current secret: plaintext rows once `JHE_SECRET_KEY` is set,
+/// and rows of `JHE_SECRET_KEY_PREVIOUS`. Fails, changing nothing further, on a row the secrets cannot open.
+/// Returns how many rows were sealed.
+async fn seal_stored_keys(pool: &PgPool, secret: &ServerSecret) -> Result<usize, KeyError> {
+    let mut sealed = 0;
+    for key in jhe_catalog::all_signing_keys(pool).await? {
+        if let Some(replacement) = secret.reseal(&key.kid, &key.private_key_pem)? {
+            // compare-and-set: a process starting at the same time may have sealed it already
+            if jhe_catalog::replace_stored_signing_key(pool, &key.kid, &key.private_key_pem, &replacement).await? {
+                sealed += 1;
+            }
+        }
+    }
+    Ok(sealed)
+}
+
+/// Readies the signing keys when a server starts: warns when they are stored unencrypted, seals the stored ones
+/// with `JHE_SECRET_KEY` (plaintext rows, rows of the previous secret), and makes the first key if there is none.
+/// A secret that cannot open a stored key is an error the server must not start with (`is_secret_mismatch`).
+pub(crate) async fn prepare_signing_keys(pool: &PgPool, secret: &ServerSecret) -> Result<(), KeyError> {
+    if !secret.is_set() {
+        tracing::warn!(
+            "JHE_SECRET_KEY is not set: the ID-token signing keys are stored unencrypted in Postgres (set it to 32 \
+             random bytes in base64, e.g. `openssl rand -base64 32`)"
+        );
+    }
+    let sealed = seal_stored_keys(pool, secret).await?;
+    if sealed > 0 {
+        tracing::info!(keys = sealed, "encrypted the stored ID-token signing keys with JHE_SECRET_KEY");
+    }
+    if secret.has_previous() {
+        tracing::info!("every stored signing key is encrypted with JHE_SECRET_KEY; JHE_SECRET_KEY_PREVIOUS can go");
+    }
+    ensure_signing_key(pool, secret).await?;
+    Ok(())
+}
+
 /// The key that signs new ID tokens, generated when there is none (first start).
-pub(crate) async fn ensure_signing_key(pool: &PgPool) -> Result<jhe_catalog::SigningKey, KeyError> {
+pub(crate) async fn ensure_signing_key(
+    pool: &PgPool,
+    secret: &ServerSecret,
+) -> Result<jhe_catalog::SigningKey, KeyError> {
     if let Some(key) = jhe_catalog::current_signing_key(pool).await? {
         return Ok(key);
     }
@@ -69,23 +135,26 @@ pub(crate) async fn ensure_signing_key(pool: &PgPool) -> Result<jhe_catalog::Sig
     }
     let started = std::time::Instant::now();
     let (kid, pem) = generate_key().await?;
-    jhe_catalog::add_signing_key(pool, &kid, &pem, false).await?;
+    jhe_catalog::add_signing_key(pool, &kid, &secret.seal(&kid, &pem)?, false).await?;
     tracing::info!(kid, elapsed_ms = started.elapsed().as_millis() as u64, "generated the ID-token signing key");
     jhe_catalog::current_signing_key(pool).await?.ok_or_else(|| KeyError::Generate("the new key is not visible".into()))
 }
 
 /// Rotates the ID-token signing key: a new key signs from now on; the old ones stay in the JWKS for the ID-token
-/// lifetime so tokens they signed still verify. Returns the new key's kid.
-pub async fn rotate_signing_key(pool: &PgPool) -> Result<String, KeyError> {
+/// lifetime so tokens they signed still verify. The stored keys are sealed with `secret` first (as at a start), so
+/// a secret that cannot open them adds no key. Returns the new key's kid.
+pub async fn rotate_signing_key(pool: &PgPool, secret: &ServerSecret) -> Result<String, KeyError> {
+    seal_stored_keys(pool, secret).await?;
     let (kid, pem) = generate_key().await?;
-    jhe_catalog::add_signing_key(pool, &kid, &pem, true).await?;
+    jhe_catalog::add_signing_key(pool, &kid, &secret.seal(&kid, &pem)?, true).await?;
     tracing::info!(kid, "rotated the ID-token signing key");
     Ok(kid)
 }
 
 /// The public half of a stored key as a JWK.
-fn jwk(key: &jhe_catalog::SigningKey) -> Result<Value, KeyError> {
-    let private = rsa::PrivateKey::from_pkcs8_pem(&key.private_key_pem).map_err(|e| KeyError::Decode(e.to_string()))?;
+fn jwk(key: &jhe_catalog::SigningKey, secret: &ServerSecret) -> Result<Value, KeyError> {
+    let (pem, _) = secret.open(&key.kid, &key.private_key_pem)?;
+    let private = rsa::PrivateKey::from_pkcs8_pem(&pem).map_err(|e| KeyError::Decode(e.to_string()))?;
     Ok(json!({
         "kty": "RSA",
         "alg": "RS256",
@@ -98,17 +167,18 @@ fn jwk(key: &jhe_catalog::SigningKey) -> Result<Value, KeyError> {
 
 /// `GET /o/.well-known/jwks.json`.
 pub(super) async fn jwks(State(state): State<crate::AppState>) -> Result<Response, OAuthError> {
-    ensure_signing_key(&state.pool).await?;
+    ensure_signing_key(&state.pool, &state.server_secret).await?;
     let keys = jhe_catalog::published_signing_keys(&state.pool, CONFIG.id_token_lifetime).await?;
-    let keys = keys.iter().map(jwk).collect::<Result<Vec<_>, _>>()?;
+    let keys = keys.iter().map(|key| jwk(key, &state.server_secret)).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(json!({ "keys": keys })).into_response())
 }
 
 /// Signs `claims` as an RS256 JWT with the current key.
-pub(super) async fn sign(pool: &PgPool, claims: &Value) -> Result<String, KeyError> {
-    let key = ensure_signing_key(pool).await?;
-    let encoding = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key_pem.as_bytes())
-        .map_err(|e| KeyError::Decode(e.to_string()))?;
+pub(super) async fn sign(pool: &PgPool, secret: &ServerSecret, claims: &Value) -> Result<String, KeyError> {
+    let key = ensure_signing_key(pool, secret).await?;
+    let (pem, _) = secret.open(&key.kid, &key.private_key_pem)?;
+    let encoding =
+        jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| KeyError::Decode(e.to_string()))?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(key.kid);
     jsonwebtoken::encode(&header, claims, &encoding).map_err(|e| KeyError::Sign(e.to_string()))

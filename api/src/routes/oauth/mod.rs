@@ -16,8 +16,8 @@ use super::clients::site_url as clients_site_url;
 pub(crate) use accounts::{ClientAddr, PasswordChangeError, PasswordProof, change_password};
 pub use federation::{CALLBACK_PATH, Federation, FederationConfig, FederationConfigError};
 pub(crate) use invitation::{InvitationApiDoc, redeem_invitation};
-pub(crate) use keys::ensure_signing_key;
-pub use keys::{KeyError, rotate_signing_key};
+pub(crate) use keys::prepare_signing_keys;
+pub use keys::{KeyError, ServerSecret, rotate_signing_key};
 
 use crate::AppState;
 use crate::extract::RequestUrl;

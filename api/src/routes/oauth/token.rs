@@ -140,7 +140,7 @@ async fn token_response(
         if has_scope(scope, "email") {
             claims["email_verified"] = json!(email_verified);
         }
-        body.insert("id_token".into(), json!(sign(&state.pool, &claims).await?));
+        body.insert("id_token".into(), json!(sign(&state.pool, &state.server_secret, &claims).await?));
     }
     Ok(no_store(axum::Json(Value::Object(body)).into_response()))
 }
