@@ -208,6 +208,18 @@ impl Batch {
     }
 }
 
+/// The records of a batch (by position in it) whose dead letters the log acknowledged in an earlier attempt, with
+/// the reason they were given.
+///
+/// Dead letters are produced before the publish commit (a crash between the two must not lose them), so an attempt
+/// that fails after producing them would produce them again on its retry. The retry instead keeps these records
+/// rejected for the same reason — a control-plane change between attempts cannot turn a dead-lettered record into a
+/// stored one — and produces only the dead letters not yet acknowledged. What this cannot cover is a restart (a
+/// crash, a fenced batch, a shutdown during retries) between producing and committing: the batch is replayed and its
+/// dead letters may appear again, with the same `jhe-source-topic`, `jhe-source-partition` and `jhe-source-offset`
+/// headers, which identify a dead letter for consumers that need each once.
+type DeadLettered = BTreeMap<usize, Reject>;
+
 /// How a flush (with its retries) ended.
 #[derive(Debug)]
 enum Flushed {
@@ -366,14 +378,16 @@ impl Processor {
     }
 
     /// Flushes `batch`, retrying transient failures (object store, database, log) with backoff; positions do not
-    /// move until a flush commits, so retrying is always safe.
+    /// move until a flush commits, so retrying is always safe. The attempts share the batch's [`DeadLettered`]
+    /// records, so a retry does not produce their dead letters again.
     async fn flush_with_retries(self: Arc<Self>, batch: Batch, shutdown: CancellationToken) -> Flushed {
         let mut backoff = Duration::from_millis(200);
         let mut attempt = 0u32;
+        let mut dead_lettered = DeadLettered::new();
         loop {
             attempt += 1;
             let span = tracing::info_span!("flush", records = batch.records.len(), attempt);
-            let flushed = self.flush(&batch).instrument(span).await;
+            let flushed = self.flush(&batch, &mut dead_lettered).instrument(span).await;
             match flushed {
                 Ok(positions) => return Flushed::Published(positions),
                 Err(FlushError::Fenced { partition, stored }) => return Flushed::Fenced { partition, stored },
@@ -394,8 +408,13 @@ impl Processor {
         }
     }
 
-    /// One attempt: transform, dedupe, write files, dead-letter, publish. Returns the new positions.
-    async fn flush(&self, batch: &Batch) -> Result<Vec<(Partition, Offset)>, FlushError> {
+    /// One attempt: transform, dedupe, write files, dead-letter, publish. Returns the new positions. Records an
+    /// earlier attempt dead-lettered (`dead_lettered`) stay rejected and are not produced again.
+    async fn flush(
+        &self,
+        batch: &Batch,
+        dead_lettered: &mut DeadLettered,
+    ) -> Result<Vec<(Partition, Offset)>, FlushError> {
         let started = Instant::now();
         let records = &batch.records;
 
@@ -421,6 +440,10 @@ impl Processor {
         let mut kept = Kept::with_capacity(records.len());
         let mut rejects: Vec<(usize, Reject)> = Vec::new();
         for (index, outcome) in outcomes.into_iter().flatten().enumerate() {
+            if let Some(reject) = dead_lettered.get(&index) {
+                rejects.push((index, reject.clone()));
+                continue;
+            }
             match outcome {
                 Ok(checked) => kept.push(index, checked),
                 Err(reject) => rejects.push((index, reject)),
@@ -491,21 +514,16 @@ impl Processor {
         let built_at = started.elapsed();
 
         // Stage, then upload the files and produce the dead letters (both must be durable before the positions move
-        // past them).
+        // past them). Both run to the end even when one fails, so dead letters the log acknowledged are known to
+        // be produced and a retry skips them.
         let new_files: Vec<NewParquetFile> = files.iter().map(|f| f.catalog.clone()).collect();
         jhe_catalog::stage_files(&self.pool, &new_files).await.map_err(transient)?;
-        let dead_letters = async {
-            if rejects.is_empty() {
-                return Ok(());
-            }
-            // The log's producer, made on first use: most batches have nothing to dead-letter, and an idle
-            // producer still costs a polling thread.
-            let producer = self.log.producer().map_err(|error| FlushError::Fatal(error.into()))?;
-            let dead: Vec<Record> =
-                rejects.iter().map(|(index, reject)| self.dead_letter(&records[*index], reject)).collect();
-            producer.send(&self.settings.dead_letter_topic, dead).await.map_err(|e| transient(e.to_string()))
-        };
-        tokio::try_join!(self.upload_all(&files), dead_letters)?;
+        let fresh: Vec<&(usize, Reject)> =
+            rejects.iter().filter(|(index, _)| !dead_lettered.contains_key(index)).collect();
+        let (uploaded, produced) = tokio::join!(self.upload_all(&files), self.produce_dead_letters(records, &fresh));
+        produced?;
+        dead_lettered.extend(fresh.into_iter().cloned());
+        uploaded?;
         drop(files);
         let uploaded_at = started.elapsed();
 
@@ -636,6 +654,19 @@ impl Processor {
             }
         }
         Ok(())
+    }
+
+    /// Produces the dead letters of `rejects` (positions in `records`) and waits for the log's acknowledgement.
+    async fn produce_dead_letters(&self, records: &[Consumed], rejects: &[&(usize, Reject)]) -> Result<(), FlushError> {
+        if rejects.is_empty() {
+            return Ok(());
+        }
+        // The log's producer, made on first use: most batches have nothing to dead-letter, and an idle producer
+        // still costs a polling thread.
+        let producer = self.log.producer().map_err(|error| FlushError::Fatal(error.into()))?;
+        let dead: Vec<Record> =
+            rejects.iter().map(|(index, reject)| self.dead_letter(&records[*index], reject)).collect();
+        producer.send(&self.settings.dead_letter_topic, dead).await.map_err(transient)
     }
 
     fn dead_letter(&self, consumed: &Consumed, reject: &Reject) -> Record {
