@@ -20,7 +20,7 @@ const DEFAULT_TOPIC: &str = "jhe.observations";
 const DEFAULT_LOG_PARTITIONS: i32 = 6;
 const DEFAULT_FLUSH_INTERVAL_MS: u64 = 1000;
 const DEFAULT_FLUSH_MAX_RECORDS: usize = jhe_processor::DEFAULT_FLUSH_MAX_RECORDS;
-const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Parser)]
 #[command(name = "jhe", version, about = "JupyterHealth Exchange, rebuilt in Rust as a streaming system")]
@@ -132,9 +132,13 @@ pub struct ServerArgs {
     /// Where jhe keeps its data files [default: ./var]
     #[arg(long, env = "JHE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// External base URL used in links (e.g. https://jhe.example.org) [default: derived from each request]
+    /// External base URL used in links (e.g. https://jhe.example.org) [default: links in answers derive it from
+    /// the request (X-Forwarded-* only from JHE_TRUSTED_PROXIES); links in mail use the listen address]
     #[arg(long, env = "JHE_SITE_URL")]
     pub site_url: Option<url::Url>,
+    /// Address of the admin listener: GET /metrics (Prometheus), /livez, /readyz, /health [default: 127.0.0.1:9464]
+    #[arg(long, env = "JHE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// Largest number of Postgres connections [default: 16]
     #[arg(long, env = "JHE_DATABASE_MAX_CONNECTIONS")]
     pub database_max_connections: Option<u32>,
@@ -188,9 +192,10 @@ pub struct ProcessArgs {
     /// Where jhe keeps its data files [default: ./var]
     #[arg(long, env = "JHE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address for GET /metrics (Prometheus) and /health [default: 127.0.0.1:9464]
-    #[arg(long, env = "JHE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
+    /// Address of the admin listener: GET /metrics (Prometheus), /livez, /readyz, /health; `JHE_METRICS_LISTEN`
+    /// is read when this is unset [default: 127.0.0.1:9464]
+    #[arg(long, alias = "metrics-listen", env = "JHE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -236,7 +241,8 @@ pub struct FileConfig {
     /// librdkafka properties (`security.protocol`, `sasl.*`, …); the environment/flag form is `k=v;k=v`
     pub kafka_properties: Option<std::collections::BTreeMap<String, String>>,
     pub schemas_dir: Option<PathBuf>,
-    pub metrics_listen: Option<SocketAddr>,
+    #[serde(alias = "metrics_listen")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -256,6 +262,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub site_url: Option<url::Url>,
+    /// The admin listener (`/metrics`, `/livez`, `/readyz`, `/health`).
+    pub admin_listen: SocketAddr,
     pub database_max_connections: u32,
     /// Whether reads are recorded in the audit trail.
     pub audit: bool,
@@ -317,7 +325,8 @@ pub fn pipeline_config(
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
     pub database_url: String,
-    pub metrics_listen: SocketAddr,
+    /// The admin listener (`/metrics`, `/livez`, `/readyz`, `/health`).
+    pub admin_listen: SocketAddr,
     pub pipeline: PipelineConfig,
 }
 
@@ -331,11 +340,12 @@ impl ProcessConfig {
             "jhe process reads the Kafka topic: set JHE_KAFKA_BROKERS (or --kafka-brokers). Without Kafka, `jhe serve` \
              and `jhe dev` run the processor in-process on the embedded log."
         );
-        let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
-            Some(listen) => listen,
-            None => DEFAULT_METRICS_LISTEN.parse().context("default metrics address")?,
+        let alias = match std::env::var("JHE_METRICS_LISTEN") {
+            Ok(text) => Some(text.trim().parse().context("JHE_METRICS_LISTEN is not an address:port")?),
+            Err(_) => None,
         };
-        Ok(Self { database_url: database_url(&args.database, file), metrics_listen, pipeline })
+        let admin_listen = admin_listen(args.admin_listen.or(alias), file)?;
+        Ok(Self { database_url: database_url(&args.database, file), admin_listen, pipeline })
     }
 }
 
@@ -355,10 +365,19 @@ impl ServerConfig {
             pipeline: pipeline_config(&args.pipeline, file, &data_dir)?,
             data_dir,
             site_url: args.site_url.clone().or_else(|| file.site_url.clone()),
+            admin_listen: admin_listen(args.admin_listen, file)?,
             database_max_connections: max,
             audit: args.audit.or(file.audit).unwrap_or(true),
             secret: args.secret.resolve()?,
         })
+    }
+}
+
+/// The admin listener's address: the flag or environment, else the file, else 127.0.0.1:9464.
+fn admin_listen(given: Option<SocketAddr>, file: &FileConfig) -> anyhow::Result<SocketAddr> {
+    match given.or(file.admin_listen) {
+        Some(listen) => Ok(listen),
+        None => DEFAULT_ADMIN_LISTEN.parse().context("default admin address"),
     }
 }
 
@@ -391,6 +410,13 @@ pub async fn run_server(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {} (set JHE_LISTEN to use another address)", config.listen))?;
+    let admin = bind_admin(config.admin_listen).await?;
+    if config.site_url.is_none() {
+        tracing::warn!(
+            listen = %config.listen,
+            "JHE_SITE_URL is not set: links in account mail point at the listen address; set it to the public URL"
+        );
+    }
     // The embedded log is one process's: whoever takes uploads must also process them.
     let roles = Roles { ingest: true, processor: always_process || config.pipeline.kafka_brokers.is_none() };
     let stop = CancellationToken::new();
@@ -402,6 +428,7 @@ pub async fn run_server(
     let state = AppState {
         pool,
         site_url: config.site_url.as_ref().map(|u| Arc::from(u.as_str().trim_end_matches('/'))),
+        listen_url: None,
         ingest: plane.ingest.take(),
         query: plane.query.take(),
         metrics,
@@ -412,12 +439,19 @@ pub async fn run_server(
         federation: crate::Federation::from_env()?,
         server_secret: config.secret,
     };
-    tracing::info!(listen = %config.listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
+    tracing::info!(listen = %config.listen, admin = %config.admin_listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
     let http_stop = stop.clone();
     let shutdown = async move {
         shutdown_signal().await;
         http_stop.cancel();
     };
+    let admin_stop = stop.clone();
+    let admin_state = state.clone();
+    tokio::spawn(async move {
+        if let Err(error) = crate::serve_admin(admin, admin_state, async move { admin_stop.cancelled().await }).await {
+            tracing::error!(%error, "the admin listener stopped");
+        }
+    });
     let served = tokio::select! {
         served = crate::serve(listener, state, shutdown) => served.context("serving HTTP"),
         failed = first_failure(&mut plane.tasks) => failed,
@@ -427,15 +461,21 @@ pub async fn run_server(
     served
 }
 
-/// Runs the processor (and its compactor and janitor) until SIGINT/SIGTERM, with /metrics and /health.
+/// The admin listener's socket (`JHE_ADMIN_LISTEN`).
+async fn bind_admin(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("listening on {address} (set JHE_ADMIN_LISTEN to use another address)"))
+}
+
+/// Runs the processor (and its compactor and janitor) until SIGINT/SIGTERM, with the admin listener (/metrics,
+/// /livez, /readyz, /health) and nothing else.
 pub async fn run_processor(
     config: ProcessConfig,
     pool: sqlx::PgPool,
     metrics: Option<PrometheusHandle>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.metrics_listen)
-        .await
-        .with_context(|| format!("listening on {} (set JHE_METRICS_LISTEN)", config.metrics_listen))?;
+    let listener = bind_admin(config.admin_listen).await?;
     let stop = CancellationToken::new();
     let mut plane =
         crate::pipeline::start(&config.pipeline, pool.clone(), Roles { ingest: false, processor: true }, stop.clone())
@@ -446,9 +486,9 @@ pub async fn run_processor(
         shutdown_signal().await;
         http_stop.cancel();
     };
-    tracing::info!(metrics = %config.metrics_listen, topic = %config.pipeline.topic, "processing");
+    tracing::info!(admin = %config.admin_listen, topic = %config.pipeline.topic, "processing");
     let served = tokio::select! {
-        served = crate::serve(listener, state, shutdown) => served.context("serving metrics"),
+        served = crate::serve_admin(listener, state, shutdown) => served.context("serving the admin listener"),
         failed = first_failure(&mut plane.tasks) => failed,
     };
     stop.cancel();

@@ -43,16 +43,25 @@ impl RequestUrl {
     }
 }
 
-fn external_base(headers: &HeaderMap, site_url: Option<&str>) -> String {
+/// `JHE_SITE_URL`, else the request's `Host`; `X-Forwarded-Host`/`-Proto` count only when the peer is a trusted
+/// proxy (`JHE_TRUSTED_PROXIES`), since any client can send them.
+fn external_base(headers: &HeaderMap, site_url: Option<&str>, behind_trusted_proxy: bool) -> String {
     if let Some(site) = site_url {
         return site.trim_end_matches('/').to_owned();
     }
     let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    let forwarded_host = header_text("x-forwarded-host").and_then(|h| h.split(',').next()).map(str::trim);
-    let host = forwarded_host.or_else(|| header_text("host")).unwrap_or("localhost");
-    let scheme = header_text("x-forwarded-proto").and_then(|p| p.split(',').next()).map(str::trim).unwrap_or("http");
+    let forwarded = |name: &str| {
+        behind_trusted_proxy.then(|| header_text(name)).flatten().and_then(|h| h.split(',').next()).map(str::trim)
+    };
+    let host = forwarded("x-forwarded-host").or_else(|| header_text("host")).unwrap_or("localhost");
+    let scheme = forwarded("x-forwarded-proto").unwrap_or("http");
     let scheme = if scheme == "https" { "https" } else { "http" };
     format!("{scheme}://{host}")
+}
+
+fn behind_trusted_proxy(parts: &Parts, state: &AppState) -> bool {
+    let peer = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0);
+    state.login_limits.peer_is_trusted_proxy(peer)
 }
 
 impl FromRequestParts<AppState> for RequestUrl {
@@ -69,7 +78,7 @@ impl FromRequestParts<AppState> for RequestUrl {
             })
             .unwrap_or_default();
         Ok(RequestUrl {
-            base: external_base(&parts.headers, state.site_url.as_deref()),
+            base: external_base(&parts.headers, state.site_url.as_deref(), behind_trusted_proxy(parts, state)),
             // nested routers see a stripped path; links need the one the client asked for
             path: parts
                 .extensions

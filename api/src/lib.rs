@@ -39,13 +39,17 @@ pub const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    /// The external base URL for links; derived from each request when unset.
+    /// The external base URL for links (`JHE_SITE_URL`); when unset, links in answers derive it from the request
+    /// (`X-Forwarded-*` only from `JHE_TRUSTED_PROXIES`) and links in mail use [`AppState::listen_url`].
     pub site_url: Option<Arc<str>>,
+    /// `http://<address the server listens on>`, set by [`serve`]: the base of mailed links when no site URL is
+    /// configured.
+    pub listen_url: Option<Arc<str>>,
     /// Uploads (`POST /FHIR/R5/…`); `None` answers them with 503.
     pub ingest: Option<jhe_ingest::Ingestor>,
     /// Observation reads (`GET /FHIR/R5/Observation`, `/api/v1/observations`); `None` answers them with 503.
     pub query: Option<jhe_query::QueryEngine>,
-    /// The Prometheus recorder behind `GET /metrics`.
+    /// The Prometheus recorder behind `GET /metrics` of the admin listener ([`serve_admin`]).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// The audit trail of reads, searches and exports.
     pub audit: audit::AuditLog,
@@ -70,6 +74,7 @@ impl AppState {
         Self {
             pool,
             site_url: None,
+            listen_url: None,
             ingest: None,
             query: None,
             metrics: None,
@@ -118,7 +123,26 @@ pub async fn serve(
     }
     // export jobs left by stopped processes, and the sweeper of expired exports' files (stops with the server)
     let _export_upkeep = routes::start_export_upkeep(&state).await;
+    let mut state = state;
+    if state.listen_url.is_none() {
+        state.listen_url = Some(Arc::from(format!("http://{}", listener.local_addr()?)));
+    }
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The operators' endpoints, and nothing else: `/metrics` (Prometheus), `/livez`, `/readyz` (the database
+/// answers) and `/health`. Kept off the public listener: metrics describe traffic and data volumes.
+pub fn admin_app(state: AppState) -> Router {
+    routes::admin_router(state)
+}
+
+/// Serves [`admin_app`] on `listener` (`JHE_ADMIN_LISTEN`) until `shutdown` resolves.
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, admin_app(state)).with_graceful_shutdown(shutdown).await
 }

@@ -166,6 +166,11 @@ impl LoginLimits {
         Some(forwarded.into_iter().rev().find(|hop| !self.is_trusted(*hop)).unwrap_or(peer))
     }
 
+    /// Whether the TCP peer is a trusted proxy, whose `X-Forwarded-*` headers are believed.
+    pub fn peer_is_trusted_proxy(&self, peer: Option<SocketAddr>) -> bool {
+        peer.is_some_and(|peer| self.is_trusted(canonical(peer.ip())))
+    }
+
     fn is_trusted(&self, address: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|proxy| proxy.contains(address))
     }

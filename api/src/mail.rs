@@ -3,8 +3,9 @@
 //! * SMTP (`JHE_SMTP_URL`, e.g. `smtp://user:pass@mail.example.org:587?tls=required`, or `smtps://…:465`),
 //!   over rustls;
 //! * a file outbox (`JHE_MAIL_DIR`): each message is one `.eml` file, as Django's file-based email backend;
-//! * neither set: the message is logged at info level (links included, so a development server needs no mail
-//!   server) and, when the server has a data directory, also written to its `mail/` outbox.
+//! * neither set: the message is written to the server's `mail/` outbox (under its data directory), where a
+//!   developer reads it; the log says only that a message was written and where, never its body (the links in
+//!   it are secrets).
 //!
 //! Sending never holds up an answer: handlers queue the message with [`Mailer::send_later`], so a slow or broken
 //! mail server changes neither the response nor its timing (which would tell which emails have accounts).
@@ -40,7 +41,8 @@ pub enum MailError {
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     Outbox(PathBuf),
-    /// log each message; also keep it in the outbox when there is one
+    /// no transport configured: keep each message in the outbox when there is one, and say so in the log (never
+    /// what it says: its links are credentials)
     Log(Option<PathBuf>),
 }
 
@@ -64,7 +66,7 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
-    /// Logs every message (no outbox): the default of [`crate::AppState::new`].
+    /// Sends nothing and logs only that a message was dropped: the default of [`crate::AppState::new`].
     pub fn log_only() -> Self {
         Mailer { transport: Arc::new(Transport::Log(None)), from: default_from() }
     }
@@ -92,8 +94,8 @@ impl Mailer {
             let outbox = data_dir.map(|dir| dir.join("mail"));
             tracing::warn!(
                 outbox = ?outbox,
-                "no mail transport configured (JHE_SMTP_URL or JHE_MAIL_DIR): account mail, with its links, is \
-                 logged instead of sent"
+                "no mail transport configured (JHE_SMTP_URL or JHE_MAIL_DIR): account mail is written to the \
+                 outbox instead of sent"
             );
             Mailer { transport: Arc::new(Transport::Log(outbox)), from: default_from() }
         };
@@ -119,13 +121,14 @@ impl Mailer {
             Transport::Smtp(smtp) => {
                 smtp.send(message).await?;
             }
-            Transport::Outbox(dir) => write_to_outbox(dir, &message).await?,
-            Transport::Log(outbox) => {
-                tracing::info!(to, subject, body, "account mail (no mail transport configured)");
-                if let Some(dir) = outbox {
-                    write_to_outbox(dir, &message).await?;
-                }
+            Transport::Outbox(dir) => {
+                write_to_outbox(dir, &message).await?;
             }
+            Transport::Log(Some(dir)) => {
+                let path = write_to_outbox(dir, &message).await?;
+                tracing::info!(subject, path = %path.display(), "account mail written to the outbox (no mail transport)");
+            }
+            Transport::Log(None) => tracing::warn!(subject, "account mail dropped: no mail transport and no outbox"),
         }
         Ok(())
     }
@@ -150,8 +153,8 @@ fn plain_body(text: &str) -> Body {
 }
 
 /// One `.eml` file per message, named so that a directory listing sorts by time; written under a temporary name
-/// and renamed, so a reader never sees half a message.
-async fn write_to_outbox(dir: &Path, message: &Message) -> Result<(), MailError> {
+/// and renamed, so a reader never sees half a message. Returns the file's path.
+async fn write_to_outbox(dir: &Path, message: &Message) -> Result<PathBuf, MailError> {
     let outbox_error = |path: &Path, source| MailError::Outbox { path: path.to_path_buf(), source };
     tokio::fs::create_dir_all(dir).await.map_err(|source| outbox_error(dir, source))?;
     let name = format!("{}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S%.6f"), jhe_catalog::random_token(8));
@@ -159,7 +162,7 @@ async fn write_to_outbox(dir: &Path, message: &Message) -> Result<(), MailError>
     let path = dir.join(format!("{name}.eml"));
     tokio::fs::write(&partial, message.formatted()).await.map_err(|source| outbox_error(&partial, source))?;
     tokio::fs::rename(&partial, &path).await.map_err(|source| outbox_error(&path, source))?;
-    Ok(())
+    Ok(path)
 }
 
 #[cfg(test)]

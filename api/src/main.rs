@@ -37,8 +37,9 @@ async fn run() -> anyhow::Result<()> {
             }
             let site = site_for_seed(config.site_url.as_ref(), config.listen);
             eprintln!(
-                "\njhe is running at {site}\n  health:   {site}/health\n  REST API: {site}/api/v1 (OpenAPI at {site}/api/schema/swagger-ui/)\n  uploads:  POST {site}/FHIR/R5/ (batch Bundles), {site}/FHIR/R5/Observation; files land in {}\n  metrics:  {site}/metrics\n  log in:   admin@example.com or manager_mary@example.com, password `{}`\n  token:    jhe token create --email manager_mary@example.com\n",
+                "\njhe is running at {site}\n  health:   {site}/health\n  REST API: {site}/api/v1 (OpenAPI at {site}/api/schema/swagger-ui/)\n  uploads:  POST {site}/FHIR/R5/ (batch Bundles), {site}/FHIR/R5/Observation; files land in {}\n  metrics:  http://{}/metrics (the admin listener, JHE_ADMIN_LISTEN)\n  log in:   admin@example.com or manager_mary@example.com, password `{}`\n  token:    jhe token create --email manager_mary@example.com\n",
                 config.data_dir.join("lake").display(),
+                config.admin_listen,
                 jhe_catalog::SEED_PASSWORD
             );
             run_server(config, pool, install_metrics(), true).await

@@ -75,6 +75,8 @@ pub struct Browser {
     jars: HashMap<String, Jar>,
     /// Sent as X-Forwarded-For (the client address behind a trusted proxy).
     pub forwarded_for: Option<String>,
+    /// Sent with every request (e.g. a forged `X-Forwarded-Host`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for Browser {
@@ -86,7 +88,7 @@ impl Default for Browser {
 impl Browser {
     /// A browser that is given absolute URLs.
     pub fn new() -> Self {
-        Browser { http: http(), base: None, jars: HashMap::new(), forwarded_for: None }
+        Browser { http: http(), base: None, jars: HashMap::new(), forwarded_for: None, headers: Vec::new() }
     }
 
     /// A browser whose paths are on `server`.
@@ -162,6 +164,9 @@ impl Browser {
         if let Some(forwarded) = &self.forwarded_for {
             request = request.header("x-forwarded-for", forwarded);
         }
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
         let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
         self.keep_cookies(&url, &response);
         let status = response.status().as_u16();
@@ -194,6 +199,11 @@ impl Browser {
 
     pub async fn login(&mut self, email: &str, password: &str) -> Page {
         self.submit("/accounts/login/", &[("email", email), ("password", password)]).await
+    }
+
+    /// Logs out the way a user does: the logout page's form, posted with its CSRF token.
+    pub async fn logout(&mut self) -> Page {
+        self.submit("/accounts/logout/", &[]).await
     }
 
     /// From an authorization URL through the server's password login page (as `email`, when there is no session)

@@ -1,6 +1,6 @@
 //! Health, unknown routes, authentication errors, paging envelope and the OpenAPI document.
 
-use jhe_tests::{TestServer, seeded};
+use jhe_tests::{TestDatabase, TestServer, seeded};
 use serde_json::json;
 
 #[tokio::test]
@@ -77,8 +77,15 @@ async fn every_api_route_needs_a_token() {
 }
 
 #[tokio::test]
-async fn list_links_are_absolute_and_honour_forwarded_headers() {
-    let server = TestServer::start().await.unwrap();
+async fn list_links_are_absolute_and_honour_forwarded_headers_of_trusted_proxies() {
+    // the tests' requests come from 127.0.0.1: a trusted proxy here
+    let server = TestServer::start_configured(TestDatabase::create(true).await.unwrap(), |state| {
+        let proxy = jhe_api::login_limits::TrustedProxy::parse("127.0.0.1").unwrap();
+        state.login_limits =
+            jhe_api::login_limits::LoginLimits::new(jhe_api::login_limits::default_lockout(), 1000, vec![proxy]);
+    })
+    .await
+    .unwrap();
     let token = server.token(seeded::MARY).await;
     let first = server.get("/api/v1/organizations?pageSize=2", &token).await;
     assert_eq!(first.status, 200);

@@ -79,7 +79,6 @@ pub(crate) fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
         .merge(fhir_ingest::routes())
         .merge(fhir_read::routes())
         .merge(fhir_observations::routes())
@@ -99,6 +98,33 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The admin listener's routes (`crate::admin_app`).
+pub(crate) fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(health))
+        .route("/readyz", get(ready))
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+}
+
+/// Ready when the database answers (the pool pings a connection before handing it out).
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.pool.acquire().await {
+        Ok(_) => axum::Json(json!({ "status": "ok", "version": crate::VERSION })).into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "readiness check: the database does not answer");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unavailable" })))
+                .into_response()
+        }
+    }
 }
 
 /// Prometheus metrics of this process (ingest and, when it runs here, the processor).

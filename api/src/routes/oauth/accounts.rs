@@ -11,7 +11,6 @@ use super::pages::{
 use super::{form_pairs, param};
 use crate::AppState;
 use crate::error::OAuthError;
-use crate::extract::RequestUrl;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::connect_info::ConnectInfo;
@@ -234,16 +233,16 @@ async fn verify(password: String, stored: String) -> bool {
         .unwrap_or(false)
 }
 
-/// The base of links in mail: `JHE_SITE_URL`, else the `site.url` setting, else the request's origin. (Mail must
-/// not trust the `Host` header where the site is configured: a forged Host would send the victim's reset link to
-/// the attacker's site.)
-async fn link_base(state: &AppState, url: &RequestUrl) -> String {
+/// The base of links in mail: `JHE_SITE_URL`, else the `site.url` setting, else the address the server listens on.
+/// Never the request's `Host` or `X-Forwarded-*` headers: whoever asks for a reset link chooses those, and would
+/// have the victim's link point at (and its token sent to) the attacker's site.
+async fn link_base(state: &AppState) -> String {
     if let Some(site) = &state.site_url {
         return site.trim_end_matches('/').to_owned();
     }
     match jhe_catalog::setting_string(&state.pool, "site.url").await {
         Ok(Some(site)) if !site.trim().is_empty() => site.trim().trim_end_matches('/').to_owned(),
-        _ => url.base.clone(),
+        _ => state.listen_url.as_deref().unwrap_or("http://127.0.0.1:8000").trim_end_matches('/').to_owned(),
     }
 }
 
@@ -302,7 +301,6 @@ async fn signup_page(State(state): State<AppState>, headers: HeaderMap, RawQuery
 async fn signup_submit(
     State(state): State<AppState>,
     client: ClientAddr,
-    url: RequestUrl,
     headers: HeaderMap,
     PostedForm { pairs, binding }: PostedForm,
 ) -> Response {
@@ -352,7 +350,7 @@ async fn signup_submit(
         Err(error) => return failed(error),
     };
     tracing::info!(target: "jhe::accounts", user_id, "practitioner signed up");
-    send_verification(&state, &url, user_id, &email).await;
+    send_verification(&state, user_id, &email).await;
     if let Err(error) = jhe_catalog::record_login(&state.pool, user_id, None).await {
         return failed(error);
     }
@@ -360,7 +358,7 @@ async fn signup_submit(
 }
 
 /// Mails a verification link (a failure is logged: the account exists either way).
-async fn send_verification(state: &AppState, url: &RequestUrl, user_id: i64, email: &str) {
+async fn send_verification(state: &AppState, user_id: i64, email: &str) {
     let token = match jhe_catalog::create_account_token(
         &state.pool,
         user_id,
@@ -376,7 +374,7 @@ async fn send_verification(state: &AppState, url: &RequestUrl, user_id: i64, ema
             return;
         }
     };
-    let link = format!("{}/accounts/verify_email/{token}/", link_base(state, url).await);
+    let link = format!("{}/accounts/verify_email/{token}/", link_base(state).await);
     let body = format!(
         "Hello,\n\nThis email address was used to sign up at JupyterHealth Exchange. Confirm it by opening this \
          link:\n\n{link}\n\nThe link is valid for 3 days. If you did not sign up, ignore this message.\n"
@@ -549,7 +547,6 @@ async fn reset_request_page(State(state): State<AppState>, headers: HeaderMap) -
 async fn reset_request_submit(
     State(state): State<AppState>,
     client: ClientAddr,
-    url: RequestUrl,
     headers: HeaderMap,
     PostedForm { pairs, binding }: PostedForm,
 ) -> Response {
@@ -561,7 +558,7 @@ async fn reset_request_submit(
         let form = reset_request_form(&binding.csrf, &email, Some("Enter a valid email address."));
         return html(StatusCode::BAD_REQUEST, "Reset password", &form);
     }
-    let base = link_base(&state, &url).await;
+    let base = link_base(&state).await;
     let background = state.clone();
     tokio::spawn(async move { send_reset_link(&background, &base, &email).await });
     html(StatusCode::OK, "Reset password", RESET_SENT)

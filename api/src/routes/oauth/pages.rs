@@ -1,4 +1,5 @@
-//! jhe's browser login: `/accounts/login/` (email + password) and `/accounts/logout/`, as the reference's Django
+//! jhe's browser login: `/accounts/login/` (email + password) and `/accounts/logout/` (a form; only its POST,
+//! with the CSRF token, ends the session, so another site cannot log a user out), as the reference's Django
 //! pages (§7.8). The session cookie is Secure, HttpOnly and SameSite=Lax. A form carries a CSRF token: the
 //! session's (synchronizer token) in a signed-in browser, otherwise the one of the `__Host-jhe_csrf` cookie (double
 //! submit), so showing a form to an anonymous browser stores nothing. A successful login starts a new session (no
@@ -30,8 +31,8 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/accounts/login/", get(login_page).post(login_submit))
         .route("/accounts/login", get(login_page).post(login_submit))
-        .route("/accounts/logout/", get(logout).post(logout))
-        .route("/accounts/logout", get(logout).post(logout))
+        .route("/accounts/logout/", get(logout_page).post(logout))
+        .route("/accounts/logout", get(logout_page).post(logout))
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -359,9 +360,35 @@ pub(super) async fn start_session(state: &AppState, previous: Option<i64>, user_
     }
 }
 
-/// `/accounts/logout/`: ends the session and clears the cookie.
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Ok(Some(session)) = current_session(&state, &headers).await
+/// `GET /accounts/logout/`: asks to confirm with a form (a GET changes nothing: an image or link on another site
+/// must not end the session).
+async fn logout_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let binding = match FormBinding::for_page(&state, &headers).await {
+        Ok(binding) => binding,
+        Err(error) => return error.into_response(),
+    };
+    if binding.session.is_none() {
+        return html(StatusCode::OK, "Logged out", "<p>You are not logged in.</p>");
+    }
+    let form = format!(
+        "<form method=\"post\" action=\"/accounts/logout/\">\
+         <input type=\"hidden\" name=\"csrfmiddlewaretoken\" value=\"{csrf}\">\
+         <button type=\"submit\">Log out</button></form>",
+        csrf = escape(&binding.csrf),
+    );
+    binding.finish(html(StatusCode::OK, "Log out", &form))
+}
+
+/// `POST /accounts/logout/`: with the form's CSRF token, ends the session and clears the cookie; without it, 403
+/// and the session goes on.
+async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let pairs = form_pairs(&body);
+    let binding = match FormBinding::of_post(&state, &headers, param(&pairs, "csrfmiddlewaretoken")).await {
+        Ok(Some(binding)) => binding,
+        Ok(None) => return csrf_failed(),
+        Err(error) => return error.into_response(),
+    };
+    if let Some(session) = &binding.session
         && let Err(error) = jhe_catalog::delete_login_session(&state.pool, session.id).await
     {
         return OAuthError::from(error).into_response();
