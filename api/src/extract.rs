@@ -306,3 +306,20 @@ pub(crate) fn link_id(body: &Body, url: Option<&RequestUrl>, keys: &[&str], name
         None => Err(ApiError::bad_request(format!("{name}: this field is required"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn forwarded_host_and_proto_count_only_behind_a_trusted_proxy() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("jhe.internal:8000"));
+        headers.insert("x-forwarded-host", HeaderValue::from_static("evil.example, jhe.example.org"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert_eq!(external_base(&headers, None, false), "http://jhe.internal:8000");
+        assert_eq!(external_base(&headers, None, true), "https://evil.example");
+        assert_eq!(external_base(&headers, Some("https://jhe.example.org/"), true), "https://jhe.example.org");
+    }
+}
