@@ -286,7 +286,10 @@ async fn consolidated_clients_list_the_apps_of_a_patients_studies_with_invitatio
         assert_eq!(server.get(&path, &server.token(email).await).await.status, 403, "{email}");
     }
     assert_eq!(server.request("GET", &path, None, None).await.status, 401);
-    assert_eq!(server.get("/api/v1/patients/999999/consolidated_clients", &mary).await.status, 404);
+    // an id that does not exist reads like a patient of another organization
+    assert_eq!(server.get("/api/v1/patients/999999/consolidated_clients", &mary).await.status, 403);
+    let admin = server.token(seeded::ADMIN).await;
+    assert_eq!(server.get("/api/v1/patients/999999/consolidated_clients", &admin).await.status, 404);
 }
 
 #[tokio::test]
