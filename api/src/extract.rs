@@ -91,7 +91,8 @@ impl FromRequestParts<AppState> for RequestUrl {
 }
 
 /// The authenticated caller (401 without a valid bearer token; 403 when the token's SMART scopes do not cover the
-/// request, `smart_scopes::route_scope` says what each route needs).
+/// request, `smart_scopes::route_scope` says what each route needs), carrying the observation codes the scopes let
+/// the request read (`Caller::observation_codes`, which the query engine's access scope applies).
 #[derive(Debug, Clone)]
 pub(crate) struct Auth(pub(crate) Caller);
 
@@ -110,12 +111,14 @@ fn within_scopes(parts: &Parts, found: &crate::token_cache::Authenticated) -> Re
         }
         None => RouteScope::Unmapped,
     };
-    let query: Vec<(String, String)> =
-        parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-    match found.scopes.decide(&caller, &route, &query) {
-        Decision::Allowed => Ok(caller),
-        Decision::AsPatient => {
+    match found.scopes.decide(&caller, &route) {
+        Decision::Allowed(codes) => {
+            caller.observation_codes = codes;
+            Ok(caller)
+        }
+        Decision::AsPatient(codes) => {
             as_patient(&mut caller);
+            caller.observation_codes = codes;
             Ok(caller)
         }
         Decision::Refused(message) => Err(ApiError::insufficient_scope(message)),

@@ -1,4 +1,4 @@
-//! SMART App Launch v2 scopes (issue 6): `patient/Observation.rs`, `user/*.cruds`, `system/Patient.r?identifier=…`,
+//! SMART App Launch v2 scopes: `patient/Observation.rs`, `user/*.cruds`, `user/Observation.rs?code=<system>|<code>`,
 //! and the v1 forms `.read`, `.write`, `.*`: parsing, what may be issued and narrowed at the token endpoint, and the
 //! enforcement the `Auth` extractor applies to every REST and FHIR request (docs/identity.md, "SMART scopes").
 //!
@@ -6,11 +6,14 @@
 //! * Otherwise every request needs, for each (resource type, interaction) its route maps to ([`route_scope`]), a
 //!   scope granting it: `user/` always, `system/` on client-credentials tokens, `patient/` only for a caller with
 //!   a patient record, and then the request runs as that patient alone (a practitioner identity is dropped).
-//! * v2 constraints (`?code=…`) are honoured conservatively: a constrained scope grants only searches whose query
-//!   string carries every constraint parameter with exactly the constraint's value.
+//! * v2 constraints: only `code` on an Observation scope granting reads and searches alone (the FHIR `code` search
+//!   parameter's forms) can be enforced, and is: the request's caller carries the codes its granting scopes allow
+//!   ([`Decision`]), and the query engine's access scope keeps only those, on every route that reads observations.
+//!   Any other constraint does not parse ([`ScopeError::Unsupported`]), so it is `invalid_scope` wherever a scope is
+//!   issued, and a stored one grants nothing.
 
 use axum::http::Method;
-use jhe_catalog::Caller;
+use jhe_catalog::{AllowedCode, Caller, CodeLimit};
 use std::fmt;
 
 /// Whose data a resource scope covers.
@@ -60,13 +63,12 @@ pub(crate) struct ResourceScope {
     /// `None` for `*`.
     pub(crate) resource_type: Option<String>,
     pub(crate) permissions: Permissions,
-    /// v2 finer-grained constraints (`?category=vital-signs`), decoded; every one must hold.
-    pub(crate) constraints: Vec<(String, String)>,
+    /// The codes a v2 `code` constraint (`?code=<system>|<code>,…`) limits the scope to; `None`: unconstrained.
+    pub(crate) codes: Option<Vec<AllowedCode>>,
 }
 
 impl ResourceScope {
-    /// Whether the scope grants `permission` on `resource_type`, ignoring `constraints` (the caller checks those
-    /// against the resource).
+    /// Whether the scope grants `permission` on `resource_type`, ignoring `codes` (the query engine applies them).
     pub(crate) fn allows(&self, resource_type: &str, permission: Permission) -> bool {
         self.resource_type.as_deref().is_none_or(|own| own == resource_type) && self.permissions.allows(permission)
     }
@@ -89,7 +91,12 @@ pub(crate) enum ScopeError {
     Permissions(String),
     #[error("`{0}`: malformed query constraint")]
     Constraint(String),
+    #[error("`{token}`: {reason}")]
+    Unsupported { token: String, reason: String },
 }
+
+/// The one constraint parameter the server can enforce (as a filter in the query engine).
+const CODE: &str = "code";
 
 /// Parses one scope token. Tokens without a `/` and a `.` (and `launch/…`) are not resource scopes.
 pub(crate) fn parse_scope(token: &str) -> Result<Scope, ScopeError> {
@@ -116,19 +123,48 @@ pub(crate) fn parse_scope(token: &str) -> Result<Scope, ScopeError> {
         _ => return Err(ScopeError::ResourceType(token.to_owned())),
     };
     let permissions = parse_permissions(permission_text).ok_or_else(|| ScopeError::Permissions(token.to_owned()))?;
-    let constraints = match query {
-        None => Vec::new(),
-        Some("") => return Err(ScopeError::Constraint(token.to_owned())),
-        Some(query) => {
-            let pairs: Vec<(String, String)> =
-                url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-            if pairs.iter().any(|(k, _)| k.is_empty()) {
-                return Err(ScopeError::Constraint(token.to_owned()));
-            }
-            pairs
-        }
+    let codes = match query {
+        None => None,
+        Some(query) => Some(constraint_codes(token, resource_type.as_deref(), &permissions, query)?),
     };
-    Ok(Scope::Resource(ResourceScope { context, resource_type, permissions, constraints }))
+    Ok(Scope::Resource(ResourceScope { context, resource_type, permissions, codes }))
+}
+
+/// The codes of a scope's constraint `query`. Only what the query engine enforces is accepted: one `code`
+/// parameter (a comma list of alternatives, read as the FHIR `code` search parameter is) on an Observation scope
+/// that grants reads and searches alone. Anything else would be a promise the server cannot keep.
+fn constraint_codes(
+    token: &str,
+    resource_type: Option<&str>,
+    permissions: &Permissions,
+    query: &str,
+) -> Result<Vec<AllowedCode>, ScopeError> {
+    let unsupported = |reason: String| ScopeError::Unsupported { token: token.to_owned(), reason };
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    if pairs.is_empty() || pairs.iter().any(|(name, _)| name.is_empty()) {
+        return Err(ScopeError::Constraint(token.to_owned()));
+    }
+    if let Some((name, _)) = pairs.iter().find(|(name, _)| name != CODE) {
+        return Err(unsupported(format!(
+            "the constraint `{name}` cannot be enforced (only `code` on Observation scopes)"
+        )));
+    }
+    if resource_type != Some("Observation") {
+        return Err(unsupported("a `code` constraint can be enforced on Observation scopes only".to_owned()));
+    }
+    if permissions.create || permissions.update || permissions.delete {
+        return Err(unsupported("a `code` constraint can be enforced on reads and searches only (`.rs`)".to_owned()));
+    }
+    let [(_, value)] = pairs.as_slice() else {
+        return Err(unsupported("one `code` constraint per scope (a comma list for alternatives)".to_owned()));
+    };
+    let parsed = jhe_query::fhir_params::parse_search(&[(CODE.to_owned(), value.clone())], chrono::Utc::now())
+        .map_err(|error| unsupported(error.to_string()))?;
+    let alternatives = parsed.filters.codes.into_iter().next().unwrap_or_default();
+    if alternatives.is_empty() {
+        return Err(ScopeError::Constraint(token.to_owned()));
+    }
+    Ok(alternatives.into_iter().map(|code| AllowedCode { system: code.system, code: code.code }).collect())
 }
 
 /// Parses a space-separated `scope` parameter: the scopes that parse, and an error for each that does not.
@@ -216,21 +252,25 @@ impl Permissions {
 impl ResourceScope {
     /// Whether `self` grants at least everything `narrower` grants.
     fn covers(&self, narrower: &ResourceScope) -> bool {
+        let codes_covered = match (&self.codes, &narrower.codes) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(own), Some(narrower)) => narrower.iter().all(|code| own.iter().any(|allowed| allowed.covers(code))),
+        };
         self.context == narrower.context
             && (self.resource_type.is_none() || self.resource_type == narrower.resource_type)
             && narrower.permissions.within(&self.permissions)
-            && self.constraints.iter().all(|c| narrower.constraints.contains(c))
+            && codes_covered
     }
 
-    /// The constraints hold for a request: none, or a search whose query string carries each constraint parameter,
-    /// every time with exactly the constraint's value (anything else cannot be checked before the handler runs).
-    fn constraints_hold(&self, permission: Permission, query: &[(String, String)]) -> bool {
-        self.constraints.is_empty()
-            || (permission == Permission::Search
-                && self.constraints.iter().all(|(key, value)| {
-                    let mut sent = query.iter().filter(|(k, _)| k == key).peekable();
-                    sent.peek().is_some() && sent.all(|(_, v)| v == value)
-                }))
+    /// Whether the scope grants `need`. A code constraint limits what observations are read, so a constrained
+    /// scope grants nothing but observation reads and searches (a stored one on anything else grants nothing).
+    fn grants(&self, need: &Need) -> bool {
+        let type_matches = match &need.resource_type {
+            Some(resource_type) => self.allows(resource_type, need.permission),
+            None => self.resource_type.is_none() && self.permissions.allows(need.permission),
+        };
+        type_matches && (self.codes.is_none() || need.reads_observations())
     }
 }
 
@@ -264,19 +304,25 @@ pub(crate) fn narrowed_scope(granted: &str, requested: Option<&str>) -> Result<S
         return Ok(granted.to_owned());
     };
     let granted_tokens: Vec<&str> = granted.split_ascii_whitespace().collect();
-    let granted_resources: Vec<ResourceScope> = granted_tokens
-        .iter()
-        .filter_map(|token| match parse_scope(token) {
-            Ok(Scope::Resource(scope)) => Some(scope),
-            _ => None,
-        })
-        .collect();
+    let mut granted_resources: Vec<ResourceScope> = Vec::new();
+    // a granted scope that no longer parses (a constraint the server cannot enforce) still limits the grant
+    let mut limited = false;
+    for token in &granted_tokens {
+        match parse_scope(token) {
+            Ok(Scope::Resource(scope)) => {
+                granted_resources.push(scope);
+                limited = true;
+            }
+            Ok(Scope::Other(_)) => {}
+            Err(_) => limited = true,
+        }
+    }
     let mut kept: Vec<&str> = Vec::new();
     let mut resources = 0;
     for token in requested.split_ascii_whitespace() {
         match parse_scope(token).map_err(|e| e.to_string())? {
             Scope::Resource(scope) => {
-                let allowed = if granted_resources.is_empty() {
+                let allowed = if !limited {
                     scope.context != Context::System
                 } else {
                     granted_resources.iter().any(|g| g.covers(&scope))
@@ -295,7 +341,7 @@ pub(crate) fn narrowed_scope(granted: &str, requested: Option<&str>) -> Result<S
             kept.push(token);
         }
     }
-    if !granted_resources.is_empty() && resources == 0 {
+    if limited && resources == 0 {
         return Err(format!(
             "the granted scope `{granted}` limits the token to SMART resource scopes; a refresh must keep at least one"
         ));
@@ -320,6 +366,14 @@ pub(crate) struct Need {
     pub(crate) permission: Permission,
 }
 
+impl Need {
+    /// A read or search of Observations: what a code constraint limits.
+    fn reads_observations(&self) -> bool {
+        self.resource_type.as_deref() == Some("Observation")
+            && matches!(self.permission, Permission::Read | Permission::Search)
+    }
+}
+
 /// What a route asks of a token's scopes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RouteScope {
@@ -331,12 +385,13 @@ pub(crate) enum RouteScope {
     Unmapped,
 }
 
-/// How a request may proceed.
+/// How a request may proceed, and which observation codes it may read at most (the code constraints of the
+/// scopes that granted it; nothing for a scoped token on a route that reads no observations).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
-    Allowed,
+    Allowed(CodeLimit),
     /// granted only by `patient/` scopes: the request runs as the caller's patient record alone
-    AsPatient,
+    AsPatient(CodeLimit),
     Refused(String),
 }
 
@@ -356,43 +411,54 @@ impl TokenScopes {
         TokenScopes { resources, restricted, client_credentials }
     }
 
-    /// Whether a request of `caller` to a route asking `route` (with this raw query string) is within the scopes.
-    pub(crate) fn decide(&self, caller: &Caller, route: &RouteScope, query: &[(String, String)]) -> Decision {
+    /// Whether a request of `caller` to a route asking `route` is within the scopes, and the observation codes it
+    /// may read.
+    pub(crate) fn decide(&self, caller: &Caller, route: &RouteScope) -> Decision {
         if !self.restricted {
-            return Decision::Allowed;
+            return Decision::Allowed(CodeLimit::default());
         }
         let needs = match route {
-            RouteScope::Identity => return Decision::Allowed,
+            RouteScope::Identity => return Decision::Allowed(no_codes()),
             RouteScope::Unmapped => {
                 return Decision::Refused("the token's SMART scopes do not cover this endpoint".to_owned());
             }
             RouteScope::Needs(needs) => needs,
         };
         let mut as_patient = false;
+        let mut codes = CodeLimit::default();
+        let mut reads_observations = false;
         for need in needs {
-            let grants = |scope: &&ResourceScope| {
-                let type_matches = match &need.resource_type {
-                    Some(resource_type) => scope.allows(resource_type, need.permission),
-                    None => scope.resource_type.is_none() && scope.permissions.allows(need.permission),
-                };
-                type_matches && scope.constraints_hold(need.permission, query)
-            };
-            let as_user = self.resources.iter().filter(grants).any(|scope| match scope.context {
-                Context::User => true,
-                Context::System => self.client_credentials,
-                Context::Patient => false,
-            });
-            if as_user {
-                continue;
+            let mut granted = self.granting(need, false);
+            if granted.is_empty() && caller.patient_id.is_some() {
+                granted = self.granting(need, true);
+                as_patient |= !granted.is_empty();
             }
-            let for_patient = caller.patient_id.is_some()
-                && self.resources.iter().filter(grants).any(|scope| scope.context == Context::Patient);
-            if !for_patient {
+            if granted.is_empty() {
                 return Decision::Refused(self.refusal(need));
             }
-            as_patient = true;
+            if need.reads_observations() {
+                reads_observations = true;
+                // an unconstrained granting scope leaves this interaction unlimited
+                if granted.iter().all(|scope| scope.codes.is_some()) {
+                    codes.and(granted.iter().filter_map(|scope| scope.codes.clone()).flatten().collect());
+                }
+            }
         }
-        if as_patient { Decision::AsPatient } else { Decision::Allowed }
+        if !reads_observations {
+            codes = no_codes();
+        }
+        if as_patient { Decision::AsPatient(codes) } else { Decision::Allowed(codes) }
+    }
+
+    /// The scopes that grant `need`: the `patient/` ones, or those acting for the user (`user/`, and `system/` on
+    /// client-credentials tokens).
+    fn granting(&self, need: &Need, patient: bool) -> Vec<&ResourceScope> {
+        let applies = |context: Context| match context {
+            Context::User => !patient,
+            Context::System => !patient && self.client_credentials,
+            Context::Patient => patient,
+        };
+        self.resources.iter().filter(|scope| scope.grants(need) && applies(scope.context)).collect()
     }
 
     /// Names the missing scope in its `user/` form, which grants it to every kind of token.
@@ -409,6 +475,14 @@ impl TokenScopes {
             }
         }
     }
+}
+
+/// What a scoped token reads of observations on a route that does not read them: none, so that no engine read
+/// can be reached through a scope that grants something else.
+fn no_codes() -> CodeLimit {
+    let mut codes = CodeLimit::default();
+    codes.and(Vec::new());
+    codes
 }
 
 /// The caller reduced to its patient record: what a `patient/` scope covers.
@@ -592,12 +666,50 @@ mod tests {
         assert_eq!(resource("user/*.*").permissions, resource("user/*.cruds").permissions);
     }
 
+    fn allowed(system: Option<&str>, code: Option<&str>) -> AllowedCode {
+        AllowedCode { system: system.map(str::to_owned), code: code.map(str::to_owned) }
+    }
+
     #[test]
-    fn constraints_are_decoded() {
-        let scope = resource("patient/Observation.rs?category=http%3A%2F%2Fterminology.hl7.org%7Cvital-signs");
-        assert_eq!(scope.constraints, [("category".to_owned(), "http://terminology.hl7.org|vital-signs".to_owned())]);
-        assert!(matches!(parse_scope("patient/Observation.rs?"), Err(ScopeError::Constraint(_))));
-        assert!(matches!(parse_scope("patient/Observation.rs?=x"), Err(ScopeError::Constraint(_))));
+    fn code_constraints_are_read_as_the_fhir_code_parameter() {
+        let scope =
+            resource("patient/Observation.rs?code=https%3A%2F%2Fw3id.org%2Fopenmhealth%7Comh%3Aheart-rate%3A2.0");
+        assert_eq!(scope.codes, Some(vec![allowed(Some("https://w3id.org/openmhealth"), Some("omh:heart-rate:2.0"))]));
+        let forms = resource("user/Observation.read?code=s|a,b,t|");
+        assert_eq!(
+            forms.codes,
+            Some(vec![allowed(Some("s"), Some("a")), allowed(None, Some("b")), allowed(Some("t"), None)])
+        );
+        assert_eq!(resource("user/Observation.rs").codes, None);
+        for malformed in ["patient/Observation.rs?", "patient/Observation.rs?=x"] {
+            assert!(matches!(parse_scope(malformed), Err(ScopeError::Constraint(_))), "{malformed}");
+        }
+        assert!(parse_scope("user/Observation.rs?code=").is_err());
+        assert!(parse_scope("user/Observation.rs?code=|").is_err());
+    }
+
+    #[test]
+    fn constraints_the_server_cannot_enforce_are_refused() {
+        let reason = |token: &str| match parse_scope(token) {
+            Err(ScopeError::Unsupported { token: named, reason }) => {
+                assert_eq!(named, token);
+                reason
+            }
+            other => panic!("{token}: {other:?}"),
+        };
+        assert!(reason("user/Observation.rs?category=vital-signs").contains("`category`"));
+        assert!(reason("user/Observation.rs?foo=bar").contains("`foo`"));
+        assert!(reason("user/Observation.rs?code=a&foo=bar").contains("`foo`"));
+        assert!(reason("user/Observation.rs?code=a&code=b").contains("one `code` constraint"));
+        assert!(reason("user/Patient.rs?code=a").contains("Observation scopes only"));
+        assert!(reason("user/*.rs?code=a").contains("Observation scopes only"));
+        assert!(reason("system/Patient.r?identifier=x").contains("`identifier`"));
+        for writes in ["user/Observation.crs?code=a", "patient/Observation.c?code=a", "user/Observation.*?code=a"] {
+            assert!(reason(writes).contains("reads and searches only"), "{writes}");
+        }
+        // the message names the scope
+        let error = parse_scope("user/Observation.rs?category=vital-signs").unwrap_err().to_string();
+        assert!(error.starts_with("`user/Observation.rs?category=vital-signs`: "), "{error}");
     }
 
     #[test]
@@ -631,6 +743,7 @@ mod tests {
             practitioner_id: practitioner.then_some(10),
             patient_id: patient.then_some(20),
             memberships: vec![],
+            observation_codes: CodeLimit::default(),
         }
     }
 
@@ -643,10 +756,12 @@ mod tests {
     fn tokens_without_resource_scopes_keep_full_rights() {
         let scopes = TokenScopes::from_granted("openid email", false);
         let delete = route(Method::DELETE, "/api/v1/studies/{id}");
-        assert_eq!(scopes.decide(&caller(true, false), &delete, &[]), Decision::Allowed);
-        // a stored scope that does not parse limits instead
-        let broken = TokenScopes::from_granted("user/observation.rs", false);
-        assert!(matches!(broken.decide(&caller(true, false), &delete, &[]), Decision::Refused(_)));
+        assert_eq!(scopes.decide(&caller(true, false), &delete), Decision::Allowed(CodeLimit::default()));
+        // a stored scope that does not parse limits instead, also one with a constraint that cannot be enforced
+        for stored in ["user/observation.rs", "user/*.cruds?category=x"] {
+            let broken = TokenScopes::from_granted(stored, false);
+            assert!(matches!(broken.decide(&caller(true, false), &delete), Decision::Refused(_)), "{stored}");
+        }
     }
 
     #[test]
@@ -654,66 +769,100 @@ mod tests {
         let scopes = TokenScopes::from_granted("openid user/Observation.rs", false);
         let practitioner = caller(true, false);
         let search = route(Method::GET, "/FHIR/R5/Observation");
-        assert_eq!(scopes.decide(&practitioner, &search, &[]), Decision::Allowed);
-        assert_eq!(scopes.decide(&practitioner, &route(Method::GET, "/api/v1/observations"), &[]), Decision::Allowed);
-        let Decision::Refused(message) = scopes.decide(&practitioner, &route(Method::GET, "/FHIR/R5/Patient"), &[])
-        else {
+        assert_eq!(scopes.decide(&practitioner, &search), Decision::Allowed(CodeLimit::default()));
+        let rest = scopes.decide(&practitioner, &route(Method::GET, "/api/v1/observations"));
+        assert_eq!(rest, Decision::Allowed(CodeLimit::default()));
+        let Decision::Refused(message) = scopes.decide(&practitioner, &route(Method::GET, "/FHIR/R5/Patient")) else {
             panic!("Patient search is outside user/Observation.rs");
         };
         assert_eq!(message, "the token's scopes do not allow search on Patient (needs user/Patient.s)");
         let upload = route(Method::POST, "/FHIR/R5/");
-        assert!(
-            matches!(scopes.decide(&practitioner, &upload, &[]), Decision::Refused(m) if m.contains("Observation.c"))
-        );
-        assert_eq!(scopes.decide(&practitioner, &route(Method::GET, "/api/v1/users/profile"), &[]), Decision::Allowed);
+        assert!(matches!(scopes.decide(&practitioner, &upload), Decision::Refused(m) if m.contains("Observation.c")));
+        // a route that reads no observations: a scoped token reads none through it
+        let profile = scopes.decide(&practitioner, &route(Method::GET, "/api/v1/users/profile"));
+        assert_eq!(profile, Decision::Allowed(no_codes()));
         let keys = route(Method::POST, "/api/v1/practitioner_clients");
-        assert!(matches!(scopes.decide(&practitioner, &keys, &[]), Decision::Refused(m) if m.contains("user/*.c")));
+        assert!(matches!(scopes.decide(&practitioner, &keys), Decision::Refused(m) if m.contains("user/*.c")));
         let everything = TokenScopes::from_granted("user/*.read", false);
-        assert_eq!(
-            everything.decide(&practitioner, &route(Method::GET, "/api/v1/jhe_settings"), &[]),
-            Decision::Allowed
-        );
-        assert!(matches!(everything.decide(&practitioner, &keys, &[]), Decision::Refused(_)));
+        assert!(matches!(
+            everything.decide(&practitioner, &route(Method::GET, "/api/v1/jhe_settings")),
+            Decision::Allowed(_)
+        ));
+        assert!(matches!(everything.decide(&practitioner, &keys), Decision::Refused(_)));
     }
 
     #[test]
     fn patient_scopes_need_a_patient_and_system_scopes_a_client_credentials_token() {
         let scopes = TokenScopes::from_granted("patient/Observation.rs", false);
         let search = route(Method::GET, "/FHIR/R5/Observation");
-        assert_eq!(scopes.decide(&caller(false, true), &search, &[]), Decision::AsPatient);
-        assert!(matches!(scopes.decide(&caller(true, false), &search, &[]), Decision::Refused(_)));
+        assert_eq!(scopes.decide(&caller(false, true), &search), Decision::AsPatient(CodeLimit::default()));
+        assert!(matches!(scopes.decide(&caller(true, false), &search), Decision::Refused(_)));
         let mut both = caller(true, true);
-        assert_eq!(scopes.decide(&both, &search, &[]), Decision::AsPatient);
+        assert_eq!(scopes.decide(&both, &search), Decision::AsPatient(CodeLimit::default()));
         as_patient(&mut both);
         assert!(!both.is_practitioner() && both.is_patient());
 
         let system = "system/Observation.rs";
         let search_ok = |client_credentials| {
-            TokenScopes::from_granted(system, client_credentials).decide(&caller(true, false), &search, &[])
+            TokenScopes::from_granted(system, client_credentials).decide(&caller(true, false), &search)
         };
-        assert_eq!(search_ok(true), Decision::Allowed);
+        assert_eq!(search_ok(true), Decision::Allowed(CodeLimit::default()));
         assert!(matches!(search_ok(false), Decision::Refused(_)));
     }
 
-    #[test]
-    fn constrained_scopes_grant_only_searches_carrying_the_constraint() {
-        let scopes = TokenScopes::from_granted("user/Observation.rs?code=omh%3Aheart-rate%3A2.0", false);
-        let practitioner = caller(true, false);
-        let search = route(Method::GET, "/FHIR/R5/Observation");
-        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-        assert_eq!(scopes.decide(&practitioner, &search, &[pair("code", "omh:heart-rate:2.0")]), Decision::Allowed);
-        for query in [
-            vec![],
-            vec![pair("code", "omh:blood-pressure:4.0")],
-            vec![pair("code", "omh:heart-rate:2.0"), pair("code", "x")],
-        ] {
-            assert!(matches!(scopes.decide(&practitioner, &search, &query), Decision::Refused(_)), "{query:?}");
+    /// The codes a decision lets the request read.
+    fn codes_of(decision: Decision) -> CodeLimit {
+        match decision {
+            Decision::Allowed(codes) | Decision::AsPatient(codes) => codes,
+            Decision::Refused(message) => panic!("refused: {message}"),
         }
-        let read = route(Method::GET, "/FHIR/R5/Observation/{id}");
-        assert!(matches!(
-            scopes.decide(&practitioner, &read, &[pair("code", "omh:heart-rate:2.0")]),
-            Decision::Refused(_)
-        ));
+    }
+
+    #[test]
+    fn constrained_scopes_limit_every_observation_read_to_their_codes() {
+        let scopes = TokenScopes::from_granted("user/Observation.rs?code=s%7Ca", false);
+        let practitioner = caller(true, false);
+        for (method, path) in [
+            (Method::GET, "/FHIR/R5/Observation"),
+            (Method::GET, "/FHIR/R5/Observation/{id}"),
+            (Method::GET, "/FHIR/R5/Observation/$lastn"),
+            (Method::GET, "/FHIR/R5/Observation/$stats"),
+            (Method::GET, "/api/v1/observations"),
+            (Method::GET, "/api/v1/observations/{id}"),
+        ] {
+            let codes = codes_of(scopes.decide(&practitioner, &route(method.clone(), path)));
+            assert!(codes.is_limited() && codes.allows("s", "a"), "{method} {path}");
+            assert!(!codes.allows("s", "b") && !codes.allows("t", "a"), "{method} {path}");
+        }
+        // a constrained scope grants no write, and nothing of another type
+        let upload = route(Method::POST, "/FHIR/R5/Observation");
+        assert!(matches!(scopes.decide(&practitioner, &upload), Decision::Refused(_)));
+        let export = route(Method::GET, "/FHIR/R5/Group/{study}/$export");
+        assert!(matches!(scopes.decide(&practitioner, &export), Decision::Refused(m) if m.contains("Group.r")));
+
+        // every interaction a route needs limits it: search of a and read of b leave nothing for an export
+        let split =
+            TokenScopes::from_granted("user/Group.r user/Observation.s?code=s|a user/Observation.r?code=s|b", false);
+        let codes = codes_of(split.decide(&practitioner, &export));
+        assert!(codes.is_limited() && !codes.allows("s", "a") && !codes.allows("s", "b"));
+        // the scopes granting one interaction add up; an unconstrained one among them lifts the limit
+        let two = TokenScopes::from_granted("user/Observation.rs?code=s|a user/Observation.rs?code=b", false);
+        let codes = codes_of(two.decide(&practitioner, &route(Method::GET, "/FHIR/R5/Observation")));
+        assert!(codes.allows("s", "a") && codes.allows("t", "b") && !codes.allows("s", "c"));
+        let open = TokenScopes::from_granted("user/Observation.rs?code=s|a user/Observation.s", false);
+        let codes = codes_of(open.decide(&practitioner, &route(Method::GET, "/FHIR/R5/Observation")));
+        assert!(!codes.is_limited());
+        let codes = codes_of(open.decide(&practitioner, &route(Method::GET, "/FHIR/R5/Observation/{id}")));
+        assert!(codes.is_limited() && !codes.allows("s", "b"));
+
+        // patient/ scopes: the request runs as the patient, limited the same way
+        let patient = TokenScopes::from_granted("patient/Observation.rs?code=s|a", false);
+        let Decision::AsPatient(codes) =
+            patient.decide(&caller(false, true), &route(Method::GET, "/FHIR/R5/Observation"))
+        else {
+            panic!("a patient/ scope runs as the patient");
+        };
+        assert!(codes.allows("s", "a") && !codes.allows("s", "b"));
     }
 
     #[test]
@@ -749,9 +898,24 @@ mod tests {
             Ok("openid user/Patient.r")
         );
         assert!(narrowed_scope("openid email", Some("system/Patient.r")).is_err());
-        let constrained = "user/Observation.rs?code=a";
-        assert!(narrowed_scope(constrained, Some("user/Observation.s?code=a")).is_ok());
-        assert!(narrowed_scope(constrained, Some("user/Observation.s")).is_err());
+        let constrained = "user/Observation.rs?code=a,s|b";
+        for narrower in ["user/Observation.s?code=a", "user/Observation.r?code=s|a,s|b", "user/Observation.s?code=s|b"]
+        {
+            assert!(narrowed_scope(constrained, Some(narrower)).is_ok(), "{narrower}");
+        }
+        for wider in [
+            "user/Observation.s",
+            "user/Observation.s?code=b",
+            "user/Observation.s?code=s|",
+            "user/Observation.s?code=c",
+        ] {
+            assert!(narrowed_scope(constrained, Some(wider)).is_err(), "{wider}");
+        }
+        // a refresh cannot add a constraint the server cannot enforce
+        let error = narrowed_scope("user/Observation.rs", Some("user/Observation.rs?foo=bar")).unwrap_err();
+        assert!(error.contains("`foo`"), "{error}");
+        // a stored grant whose constraint no longer parses is still a limited grant: it cannot become full rights
+        assert!(narrowed_scope("openid user/Observation.rs?category=x", Some("openid user/*.cruds")).is_err());
     }
 
     /// Every route that takes a bearer token is mapped (a new route must be added to `route_scope`).

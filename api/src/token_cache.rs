@@ -219,6 +219,7 @@ mod tests {
             practitioner_id: None,
             patient_id: None,
             memberships: vec![],
+            observation_codes: jhe_catalog::CodeLimit::default(),
         }
     }
 

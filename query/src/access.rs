@@ -9,18 +9,21 @@
 //!   and organization filters must lie within the practitioner's organizations (403 otherwise).
 //! * A superuser is a practitioner of every organization: the organization conditions drop, consent stays.
 //! * Anyone else (a user with neither profile) sees nothing.
+//! * Whoever calls, a token whose SMART scopes grant reading only some codes (`user/Observation.rs?code=…`, the
+//!   caller's `observation_codes`) sees only those: every other code leaves the scope here, so search, read by id,
+//!   counts, `$lastn`, `$stats` and exports are all limited by this one rule.
 //!
 //! Consent is read from Postgres on every search, so a revoked consent hides the data from the next read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use datafusion::logical_expr::{Expr, col, lit};
-use jhe_catalog::{Caller, ConsentQuery, ParquetFileRow};
+use jhe_catalog::{Caller, CodeLimit, ConsentQuery, ParquetFileRow};
 use jhe_schemas::table::{COL_CODING_CODE, COL_CODING_SYSTEM, COL_PATIENT_ID};
 use sqlx::PgPool;
 
 use crate::error::{QueryError, Result};
-use crate::search::{ObservationFilters, in_list_i64};
+use crate::search::{CodeMatch, ObservationFilters, in_list_i64};
 
 /// What one caller may read. Built only by [`AccessScope::resolve`], from the caller's rights.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +33,8 @@ pub struct AccessScope {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Grant {
-    /// A patient: their own observations, every code.
-    OwnData { patient_id: i64 },
+    /// A patient: their own observations, every code `codes` allows.
+    OwnData { patient_id: i64, codes: CodeLimit },
     /// (coding system, coding code) → the patients (sorted, unique) whose observations of that code may be read.
     Consented(BTreeMap<(String, String), Vec<i64>>),
 }
@@ -68,7 +71,9 @@ impl AccessScope {
             authorized?;
             let mut consented: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
             for pair in pairs? {
-                consented.entry((pair.coding_system, pair.coding_code)).or_default().push(pair.patient_id);
+                if caller.observation_codes.allows(&pair.coding_system, &pair.coding_code) {
+                    consented.entry((pair.coding_system, pair.coding_code)).or_default().push(pair.patient_id);
+                }
             }
             for patients in consented.values_mut() {
                 patients.sort_unstable();
@@ -77,7 +82,9 @@ impl AccessScope {
             return Ok(Self { grant: Grant::Consented(consented) });
         }
         match caller.patient_id {
-            Some(patient_id) => Ok(Self { grant: Grant::OwnData { patient_id } }),
+            Some(patient_id) => {
+                Ok(Self { grant: Grant::OwnData { patient_id, codes: caller.observation_codes.clone() } })
+            }
             None => Ok(Self::nothing()),
         }
     }
@@ -97,11 +104,15 @@ impl AccessScope {
         matches!(&self.grant, Grant::Consented(pairs) if pairs.is_empty())
     }
 
-    /// The predicate every scan applies: `patient_id = P` for a patient; for a practitioner an OR over groups of
-    /// codes that share one patient list, `patient_id IN (…) AND coding_system = S AND coding_code IN (…)`.
+    /// The predicate every scan applies: `patient_id = P` for a patient (and the codes their token may read); for
+    /// a practitioner an OR over groups of codes that share one patient list,
+    /// `patient_id IN (…) AND coding_system = S AND coding_code IN (…)`.
     pub(crate) fn predicate(&self) -> Expr {
         match &self.grant {
-            Grant::OwnData { patient_id } => col(COL_PATIENT_ID).eq(lit(*patient_id)),
+            Grant::OwnData { patient_id, codes } => {
+                let own = col(COL_PATIENT_ID).eq(lit(*patient_id));
+                code_limit_exprs(codes).into_iter().fold(own, Expr::and)
+            }
             Grant::Consented(pairs) => {
                 // the common case — every patient consents to the same codes — becomes a single group
                 let mut groups: BTreeMap<&[i64], BTreeMap<&str, Vec<&str>>> = BTreeMap::new();
@@ -124,7 +135,7 @@ impl AccessScope {
         }
     }
 
-    /// The (system, code) pairs that may hold visible rows; `None` for a patient (every code).
+    /// The (system, code) pairs that may hold visible rows; `None` for a patient (every code their token may read).
     pub(crate) fn pairs(&self) -> Option<Vec<(String, String)>> {
         match &self.grant {
             Grant::OwnData { .. } => None,
@@ -135,7 +146,7 @@ impl AccessScope {
     /// Whether rows of (`system`, `code`) of `patient` are visible.
     pub(crate) fn allows(&self, system: &str, code: &str, patient: i64) -> bool {
         match &self.grant {
-            Grant::OwnData { patient_id } => *patient_id == patient,
+            Grant::OwnData { patient_id, codes } => *patient_id == patient && codes.allows(system, code),
             Grant::Consented(pairs) => pairs
                 .get(&(system.to_owned(), code.to_owned()))
                 .is_some_and(|patients| patients.binary_search(&patient).is_ok()),
@@ -145,7 +156,7 @@ impl AccessScope {
     /// Every patient whose rows may be visible, sorted.
     pub(crate) fn patients(&self) -> Vec<i64> {
         match &self.grant {
-            Grant::OwnData { patient_id } => vec![*patient_id],
+            Grant::OwnData { patient_id, .. } => vec![*patient_id],
             Grant::Consented(pairs) => {
                 let patients: BTreeSet<i64> = pairs.values().flatten().copied().collect();
                 patients.into_iter().collect()
@@ -156,7 +167,7 @@ impl AccessScope {
     /// The one patient whose rows a scope allows, if it allows only one (for the catalog's patient filter).
     pub(crate) fn single_patient(&self) -> Option<i64> {
         match &self.grant {
-            Grant::OwnData { patient_id } => Some(*patient_id),
+            Grant::OwnData { patient_id, .. } => Some(*patient_id),
             Grant::Consented(pairs) => {
                 let mut patients = pairs.values().flatten();
                 let first = *patients.next()?;
@@ -171,7 +182,9 @@ impl AccessScope {
         let wanted = |patient: i64| patients.is_none_or(|wanted| wanted.contains(&patient));
         let in_file = |patient: i64| file.min_patient_id <= patient && patient <= file.max_patient_id;
         match &self.grant {
-            Grant::OwnData { patient_id } => in_file(*patient_id) && wanted(*patient_id),
+            Grant::OwnData { patient_id, codes } => {
+                in_file(*patient_id) && wanted(*patient_id) && codes.allows(&file.coding_system, &file.coding_code)
+            }
             Grant::Consented(pairs) => {
                 let Some(allowed) = pairs.get(&(file.coding_system.clone(), file.coding_code.clone())) else {
                     return false;
@@ -187,6 +200,21 @@ impl AccessScope {
             }
         }
     }
+}
+
+/// One predicate per entry of `limit` (the OR of its alternatives); none without a limit.
+fn code_limit_exprs(limit: &CodeLimit) -> Vec<Expr> {
+    limit
+        .all_of()
+        .iter()
+        .map(|alternatives| {
+            alternatives
+                .iter()
+                .map(|allowed| CodeMatch { system: allowed.system.clone(), code: allowed.code.clone() }.expr())
+                .reduce(Expr::or)
+                .unwrap_or(lit(false))
+        })
+        .collect()
 }
 
 fn in_list_str(mut codes: Vec<&str>) -> Expr {
@@ -293,7 +321,7 @@ mod tests {
         assert!(!scope.may_see(&file("b", (1, 100)), Some(&BTreeSet::from([3]))));
         assert!(!consented(&[]).may_see(&file("a", (1, 100)), None));
 
-        let own = AccessScope { grant: Grant::OwnData { patient_id: 7 } };
+        let own = AccessScope { grant: Grant::OwnData { patient_id: 7, codes: CodeLimit::default() } };
         assert!(own.may_see(&file("anything", (1, 9)), None));
         assert!(!own.may_see(&file("anything", (8, 9)), None));
         assert!(!own.may_see(&file("anything", (1, 9)), Some(&BTreeSet::from([6]))));
@@ -307,5 +335,23 @@ mod tests {
         assert_eq!(consented(&[]).predicate(), lit(false));
         assert_eq!(scope.single_patient(), None);
         assert_eq!(consented(&[("a", &[4]), ("b", &[4])]).single_patient(), Some(4));
+    }
+
+    #[test]
+    fn a_patients_code_limit_narrows_rows_files_and_predicate() {
+        let mut codes = CodeLimit::default();
+        codes.and(vec![jhe_catalog::AllowedCode { system: Some("s".into()), code: Some("a".into()) }]);
+        let own = AccessScope { grant: Grant::OwnData { patient_id: 7, codes } };
+        assert!(own.allows("s", "a", 7));
+        assert!(!own.allows("s", "b", 7) && !own.allows("other", "a", 7) && !own.allows("s", "a", 8));
+        assert!(own.may_see(&file("a", (1, 9)), None));
+        assert!(!own.may_see(&file("b", (1, 9)), None));
+        let text = own.predicate().to_string();
+        assert!(text.contains("patient_id") && text.contains("coding_code"), "{text}");
+
+        let mut nothing = CodeLimit::default();
+        nothing.and(Vec::new());
+        let own = AccessScope { grant: Grant::OwnData { patient_id: 7, codes: nothing } };
+        assert!(!own.allows("s", "a", 7) && !own.may_see(&file("a", (1, 9)), None));
     }
 }

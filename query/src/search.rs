@@ -34,7 +34,7 @@ impl CodeMatch {
         Some((self.system.clone()?, self.code.clone()?))
     }
 
-    fn expr(&self) -> Expr {
+    pub(crate) fn expr(&self) -> Expr {
         let system = self.system.as_ref().map(|system| col(COL_CODING_SYSTEM).eq(lit(system.as_str())));
         let code = self.code.as_ref().map(|code| col(COL_CODING_CODE).eq(lit(code.as_str())));
         match (system, code) {

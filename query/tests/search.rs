@@ -248,6 +248,7 @@ impl World {
                     practitioner_id,
                     patient_id,
                     memberships,
+                    observation_codes: jhe_catalog::CodeLimit::default(),
                 }
             };
         World {

@@ -429,6 +429,12 @@ async fn live_job(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Expo
         }
         // contents that cannot be read are treated as not shareable
         if !ExportContents::from_json(&job.contents).is_some_and(|contents| contents.is_within(&scope)) {
+            // a token limited to some codes is refused a job holding others; the job stays for the user's others
+            if caller.observation_codes.is_limited() {
+                return Err(ApiError::insufficient_scope(
+                    "this export holds observations of codes outside the token's SMART scopes",
+                ));
+            }
             withdraw(state, &job, jhe_catalog::EXPORT_WITHDRAWN, CONSENT_CHANGED).await;
             return Err(ApiError::new(ErrorKind::Gone, CONSENT_CHANGED));
         }

@@ -26,6 +26,57 @@ pub struct Caller {
     pub patient_id: Option<i64>,
     /// (organization id, role) for every organization the caller is a practitioner member of.
     pub memberships: Vec<(i64, Role)>,
+    /// The observation codes this request may read at most (SMART v2 `code` constraints of its token's scopes).
+    pub observation_codes: CodeLimit,
+}
+
+/// One code a SMART scope constraint allows, as the FHIR `code` search parameter names codes: `system|code`, a
+/// `code` in any system (`system` `None`), or every code of `system|` (`code` `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedCode {
+    pub system: Option<String>,
+    pub code: Option<String>,
+}
+
+impl AllowedCode {
+    pub fn matches(&self, system: &str, code: &str) -> bool {
+        self.system.as_deref().is_none_or(|own| own == system) && self.code.as_deref().is_none_or(|own| own == code)
+    }
+
+    /// Whether every code `narrower` matches, `self` matches too.
+    pub fn covers(&self, narrower: &AllowedCode) -> bool {
+        let part = |own: &Option<String>, other: &Option<String>| own.is_none() || own == other;
+        part(&self.system, &narrower.system) && part(&self.code, &narrower.code)
+    }
+}
+
+/// The observation codes a request may read at most: each entry is the codes one interaction the request needs is
+/// granted for (the alternatives of the scopes granting it), and a code must be allowed by every entry. Without
+/// entries (the default) there is no limit; an empty entry allows no code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CodeLimit {
+    all_of: Vec<Vec<AllowedCode>>,
+}
+
+impl CodeLimit {
+    /// Also requires one of `alternatives` (none: nothing is allowed any more).
+    pub fn and(&mut self, alternatives: Vec<AllowedCode>) {
+        self.all_of.push(alternatives);
+    }
+
+    pub fn is_limited(&self) -> bool {
+        !self.all_of.is_empty()
+    }
+
+    /// Whether observations of (`system`, `code`) may be read.
+    pub fn allows(&self, system: &str, code: &str) -> bool {
+        self.all_of.iter().all(|alternatives| alternatives.iter().any(|allowed| allowed.matches(system, code)))
+    }
+
+    /// The entries, every one of which must allow a code.
+    pub fn all_of(&self) -> &[Vec<AllowedCode>] {
+        &self.all_of
+    }
 }
 
 impl Caller {
@@ -159,6 +210,8 @@ pub async fn authenticate_digest(pool: &PgPool, digest: &[u8; 32]) -> Result<Opt
                 .into_iter()
                 .filter_map(|m| m.role.parse().ok().map(|role| (m.organization_id, role)))
                 .collect(),
+            // the API narrows it by the request's scopes
+            observation_codes: CodeLimit::default(),
         };
         TokenCheck { caller, expires_at: row.expires_at, scope: row.scope, client_credentials: row.client_credentials }
     }))
