@@ -438,6 +438,7 @@ pub async fn run_server(
         login_limits: crate::login_limits::LoginLimits::from_env(),
         federation: crate::Federation::from_env()?,
         server_secret: config.secret,
+        bulk_uploads: crate::bulk_upload_slots_from_env(),
     };
     tracing::info!(listen = %config.listen, admin = %config.admin_listen, kafka = config.pipeline.kafka_brokers.is_some(), processor = roles.processor, "serving");
     let http_stop = stop.clone();

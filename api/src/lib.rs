@@ -63,6 +63,8 @@ pub struct AppState {
     pub federation: Option<Arc<Federation>>,
     /// Seals the stored ID-token signing keys (`JHE_SECRET_KEY`); `ServerSecret::none()` stores them as plaintext.
     pub server_secret: ServerSecret,
+    /// Slots for NDJSON bulk uploads running at once (`JHE_BULK_UPLOAD_CONCURRENCY`); without a free one, 429.
+    pub bulk_uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -84,8 +86,28 @@ impl AppState {
             login_limits: login_limits::LoginLimits::from_env(),
             federation: None,
             server_secret: ServerSecret::none(),
+            bulk_uploads: bulk_upload_slots_from_env(),
         }
     }
+}
+
+/// The NDJSON bulk uploads one server runs at once: `JHE_BULK_UPLOAD_CONCURRENCY` (default 4, at least 1). Each
+/// holds up to one batch of its body in memory (`jhe_ingest::MAX_HELD_BYTES`).
+pub fn bulk_upload_slots_from_env() -> Arc<tokio::sync::Semaphore> {
+    const VARIABLE: &str = "JHE_BULK_UPLOAD_CONCURRENCY";
+    const DEFAULT: usize = 4;
+    let slots = match std::env::var(VARIABLE) {
+        Err(_) => DEFAULT,
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(slots) if (1..=tokio::sync::Semaphore::MAX_PERMITS).contains(&slots) => slots,
+            _ => {
+                let problem = "not an acceptable number; using the default";
+                tracing::error!(variable = VARIABLE, value = %text, default = DEFAULT, "{problem}");
+                DEFAULT
+            }
+        },
+    };
+    Arc::new(tokio::sync::Semaphore::new(slots))
 }
 
 impl std::fmt::Debug for AppState {

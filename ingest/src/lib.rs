@@ -6,9 +6,15 @@
 //! the processor owns it: it validates again (records may also come straight from gateways), applies consent as
 //! it stands at processing time, and publishes Parquet files.
 
+mod bulk;
 mod checks;
 mod ids;
+mod ndjson;
 
+pub use bulk::{
+    BulkReport, BulkUpload, LineError, LineIds, MAX_DIAGNOSTICS_CHARS, MAX_HELD_BYTES, MAX_NDJSON_BYTES,
+    MAX_NDJSON_LINES, MAX_REPORTED_LINE_ERRORS,
+};
 pub use checks::Rejection;
 pub use ids::IdAllocator;
 
@@ -23,12 +29,8 @@ use jhe_schemas::fhir::FhirError;
 use jhe_schemas::omh::Validators;
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
-
-/// Lines of an NDJSON upload that get an error entry in the answer (the rest are only counted).
-pub const MAX_REPORTED_LINE_ERRORS: usize = 1_000;
-/// Lines in one NDJSON upload.
-pub const MAX_NDJSON_LINES: usize = 200_000;
 
 /// Why a whole request was refused (entry-level problems are [`Rejection`]s).
 #[derive(Debug, thiserror::Error)]
@@ -54,25 +56,6 @@ pub struct Accepted {
 
 /// The outcome of one entry of a batch or one NDJSON line.
 pub type EntryOutcome = Result<Accepted, Rejection>;
-
-/// Counts of an NDJSON upload.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct BulkReport {
-    pub received: usize,
-    pub accepted: usize,
-    pub rejected: usize,
-    /// Ids of the accepted lines, aligned with the input (`null` for rejected lines).
-    pub ids: Vec<Option<String>>,
-    /// The first [`MAX_REPORTED_LINE_ERRORS`] rejections: 1-based line number, status and message.
-    pub errors: Vec<LineError>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LineError {
-    pub line: usize,
-    pub status: u16,
-    pub diagnostics: String,
-}
 
 /// Where accepted observations go.
 #[derive(Debug, Clone)]
@@ -101,6 +84,8 @@ struct Inner {
     ids: IdAllocator,
     producer: Producer,
     settings: IngestSettings,
+    /// The most body bytes one NDJSON upload has held at once.
+    bulk_peak_held: AtomicUsize,
 }
 
 impl Ingestor {
@@ -112,7 +97,8 @@ impl Ingestor {
         settings: IngestSettings,
     ) -> Self {
         let ids = IdAllocator::new(pool.clone());
-        Self { inner: Arc::new(Inner { pool, cache, validators, ids, producer, settings }) }
+        let bulk_peak_held = AtomicUsize::new(0);
+        Self { inner: Arc::new(Inner { pool, cache, validators, ids, producer, settings, bulk_peak_held }) }
     }
 
     /// The control-plane cache the checks read (tests wait on it after changing consent).
@@ -167,60 +153,6 @@ impl Ingestor {
         })
         .await??;
         self.commit(checked).await
-    }
-
-    /// NDJSON bulk upload: one Observation per line (blank lines are skipped), each checked like a batch entry.
-    pub async fn bulk_ndjson<B>(&self, caller: &Caller, body: B) -> Result<BulkReport, IngestError>
-    where
-        B: AsRef<[u8]> + Send + 'static,
-    {
-        let inner = Arc::clone(&self.inner);
-        let caller = caller.clone();
-        let (checked, line_numbers) = run_blocking(move || {
-            let snapshot = inner.cache.snapshot();
-            let schema_ids = &mut SchemaIds::default();
-            let mut checked = Vec::new();
-            let mut line_numbers = Vec::new();
-            for (index, line) in body.as_ref().split(|b| *b == b'\n').enumerate() {
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                if checked.len() == MAX_NDJSON_LINES {
-                    return Err(IngestError::Invalid(FhirError::Invalid {
-                        path: format!("line {}", index + 1),
-                        rule: format!("at most {MAX_NDJSON_LINES} observations per upload; split the file"),
-                    }));
-                }
-                let upload = jhe_schemas::fhir::parse_observation(line);
-                checked.push(checks::check(&snapshot, &inner.validators, schema_ids, &caller, upload));
-                line_numbers.push(index + 1);
-            }
-            Ok((checked, line_numbers))
-        })
-        .await??;
-        let outcomes = self.commit(checked).await?;
-        let mut report = BulkReport { received: outcomes.len(), ..BulkReport::default() };
-        for (outcome, line) in outcomes.into_iter().zip(line_numbers) {
-            match outcome {
-                Ok(accepted) => {
-                    report.accepted += 1;
-                    report.ids.push(Some(accepted.record.id.to_string()));
-                }
-                Err(rejection) => {
-                    report.rejected += 1;
-                    report.ids.push(None);
-                    if report.errors.len() < MAX_REPORTED_LINE_ERRORS {
-                        report.errors.push(LineError {
-                            line,
-                            status: rejection.status,
-                            diagnostics: rejection.diagnostics,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(report)
     }
 
     /// Steps 5 (identifiers) and 10 (store) for checked entries: claims identifiers, assigns ids, appends the

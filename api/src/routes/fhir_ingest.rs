@@ -5,19 +5,22 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::Auth;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use jhe_ingest::{IngestError, Ingestor};
+use jhe_ingest::{BulkUpload, IngestError, Ingestor};
 use jhe_schemas::ErrorKind;
 use jhe_schemas::fhir::bundle::{BatchEntryResult, batch_response};
 use jhe_schemas::fhir::render;
 use jhe_schemas::fhir::{MAX_BUNDLE_BYTES, MAX_OBSERVATION_BYTES};
+use std::pin::Pin;
+use std::sync::Arc;
 
-/// The largest NDJSON upload.
-const MAX_NDJSON_BYTES: usize = 256 * 1024 * 1024;
+/// What a refused bulk upload is told to wait before trying again, in seconds: uploads take seconds, and a client
+/// that retries sooner would mostly resend its body for another 429.
+const BULK_RETRY_AFTER_SECONDS: &str = "5";
 
 pub(crate) fn routes() -> Router<AppState> {
     // Body limits sit a little above the parsers' own limits, so an oversized body gets their precise message.
@@ -28,7 +31,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/FHIR/R5/Observation/", post(create_observation).layer(single))
         .route("/FHIR/R5/", post(batch_upload).layer(batch))
         .route("/FHIR/R5", post(batch_upload).layer(batch))
-        .route("/FHIR/R5/Observation/$bulk-upload", post(bulk_upload).layer(DefaultBodyLimit::max(MAX_NDJSON_BYTES)))
+        .route("/FHIR/R5/Observation/$bulk-upload", post(bulk_upload))
 }
 
 fn ingestor(state: &AppState) -> Result<&Ingestor, ApiError> {
@@ -90,14 +93,56 @@ async fn batch_upload(State(state): State<AppState>, Auth(caller): Auth, body: B
     Ok((StatusCode::OK, axum::Json(batch_response(&results))).into_response())
 }
 
-/// `POST /FHIR/R5/Observation/$bulk-upload`: NDJSON, one Observation per line; 200 with counts, the ids aligned
-/// with the lines and the first errors.
-async fn bulk_upload(State(state): State<AppState>, auth: Result<Auth, ApiError>, body: Bytes) -> Response {
+/// `POST /FHIR/R5/Observation/$bulk-upload`: NDJSON, one Observation per line, read and stored batch by batch as
+/// it arrives; 200 with counts, the ids aligned with the lines and the first errors. At most
+/// `AppState::bulk_uploads` run at once; more answer 429 with `Retry-After`, before any of their body is read.
+async fn bulk_upload(
+    State(state): State<AppState>,
+    auth: Result<Auth, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let Auth(caller) = auth?;
-        let report = ingestor(&state)?.bulk_ndjson(&caller, body).await.map_err(ingest_error)?;
+        let ingestor = ingestor(&state)?;
+        let Ok(_slot) = Arc::clone(&state.bulk_uploads).try_acquire_owned() else {
+            metrics::counter!("jhe_ingest_bulk_uploads_refused_total").increment(1);
+            return Ok(too_many_bulk_uploads());
+        };
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|value| value.to_str().ok()?.parse().ok());
+        let upload = ingestor.bulk_upload(&caller, declared).map_err(ingest_error)?;
+        let report = read_ndjson(upload, body).await.map_err(ingest_error)?;
         Ok::<_, ApiError>((StatusCode::OK, axum::Json(report)).into_response())
     }
     .await;
     result.unwrap_or_else(ApiError::into_fhir_response)
+}
+
+/// Feeds the body to `upload` piece by piece as it arrives, until it ends or the upload stops reading.
+async fn read_ndjson(mut upload: BulkUpload, body: Body) -> Result<jhe_ingest::BulkReport, IngestError> {
+    let mut pieces = body.into_data_stream();
+    loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut pieces).poll_frame(cx)).await {
+            None => break,
+            Some(Err(error)) => {
+                upload.body_failed(&error.to_string());
+                break;
+            }
+            Some(Ok(frame)) => {
+                if let Ok(piece) = frame.into_data()
+                    && !upload.feed(&piece).await
+                {
+                    break;
+                }
+            }
+        }
+    }
+    upload.finish().await
+}
+
+fn too_many_bulk_uploads() -> Response {
+    let detail = "too many bulk uploads are running on this server; try again shortly (nothing of this one was stored)";
+    let mut response = ApiError::new(ErrorKind::TooManyRequests, detail).into_fhir_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(BULK_RETRY_AFTER_SECONDS));
+    response
 }
