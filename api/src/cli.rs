@@ -114,7 +114,6 @@ impl SecretArgs {
     }
 }
 
-
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres connection URL [default: postgres://postgres@127.0.0.1:5432/jhe]
