@@ -64,11 +64,11 @@ def main():
     sources = list(client.list_data_sources())
     check(len(sources) == 6 and all("supportedScopes" in s for s in sources), f"list_data_sources: {sources}")
 
-    # errors carry the server's `detail`
+    # errors carry the server's `detail` (an id outside the caller's organizations, here one that does not exist)
     try:
         client.get_patient(999999)
     except RequestError as error:
-        check("No Patient matches the given query." in str(error), f"404 message: {error}")
+        check("This patient is not in any of your organizations." in str(error), f"403 message: {error}")
     else:
         check(False, "get_patient(999999) did not raise")
 
