@@ -1,5 +1,5 @@
 //! What authentication adds to a request: the bearer-token check of the `Auth` extractor (api/src/token_cache.rs).
-//! Goal (issue 6): ≤ 0.1 ms p99 per check. `hit` is a token checked within the cache TTL (sha256 + a map read +
+//! Goal: ≤ 0.1 ms p99 per check. `hit` is a token checked within the cache TTL (sha256 + a map read +
 //! a clone of the caller); `miss` is the Postgres query every check paid before the cache (TTL 0 turns it off).
 //!
 //! `cargo bench -p jhe-benches --bench auth` (needs Postgres, `JHE_TEST_DATABASE_URL` or the tests' default server).

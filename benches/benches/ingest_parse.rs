@@ -1,4 +1,4 @@
-//! Upload parsing per observation, before and after the borrowed parser (issue 4, ingest side): a batch Bundle of
+//! Upload parsing per observation, before and after the borrowed parser (ingest side): a batch Bundle of
 //! 1,000 Observations as the end-to-end benchmark posts them (heart rate and blood pressure, base64 OMH, one
 //! identifier each), and the same Observations one by one (single `POST` / NDJSON lines).
 //!

@@ -1,5 +1,5 @@
 //! `bench-load`: writes realistic wearable data straight into Parquet + the file catalog, for query benchmarks
-//! (issue 5) at tens to hundreds of millions of stored observations.
+//! at tens to hundreds of millions of stored observations.
 //!
 //! Per participant and day: a CGM reading every 5 minutes (`omh:blood-glucose:4.0`, 288), heart rate every minute
 //! (`omh:heart-rate:2.0`, 1,440) and steps per minute (`omh:step-count:3.0`, 1,440): 3,168 observations. Every data

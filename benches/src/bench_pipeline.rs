@@ -1,4 +1,4 @@
-//! Benchmarks of the observation pipeline (issue 4):
+//! Benchmarks of the observation pipeline:
 //!
 //! * `prefill`: a bench database (P patients of "Lifespan Lab", enrolled in "Lifespan Study on BP & HR" and consenting
 //!   to heart rate and blood pressure; kept as `jhe_bench_…`) and a topic filled with N gateway-style messages
@@ -56,7 +56,7 @@ const PRODUCE_BATCH: usize = 10_000;
 const PRODUCE_IN_FLIGHT: usize = 4;
 
 #[derive(Debug, Parser)]
-#[command(name = "bench-pipeline", about = "benchmarks of the observation pipeline (issue 4)")]
+#[command(name = "bench-pipeline", about = "benchmarks of the observation pipeline")]
 struct Cli {
     #[command(subcommand)]
     command: Command,

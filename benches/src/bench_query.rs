@@ -1,4 +1,4 @@
-//! `bench-query`: read latency over a lake written by `bench-load` (issue 5), against a real `jhe serve` process.
+//! `bench-query`: read latency over a lake written by `bench-load`, against a real `jhe serve` process.
 //!
 //! Scenarios (a manager of "Lifespan Lab", where `bench-load` puts its participants, so the consent filter is on):
 //! * one patient's page of 1,000 observations (a random participant each time): p50/p99 to the response's last

@@ -1,4 +1,4 @@
-//! The token-check cache (api/src/token_cache.rs, issue 6): a token revoked through this server is refused on the
+//! The token-check cache (api/src/token_cache.rs): a token revoked through this server is refused on the
 //! next request, one revoked behind its back (another replica, plain SQL) within 5 s, and a cached token stops
 //! working exactly when it expires.
 

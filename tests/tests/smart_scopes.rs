@@ -1,4 +1,4 @@
-//! SMART App Launch v2 scopes over HTTP (issue 6, docs/identity.md "SMART scopes"): tokens obtained through the
+//! SMART App Launch v2 scopes over HTTP (docs/identity.md "SMART scopes"): tokens obtained through the
 //! real flows (client credentials with a practitioner API key and `scope`, the invitation code flow, refresh) carry
 //! their scopes; FHIR and REST requests outside them are refused with 403 (an OperationOutcome with code
 //! `forbidden` on FHIR routes, `{"detail"}` on REST and on the batch endpoint, as its other errors outside

@@ -1,4 +1,4 @@
-//! Observation analytics (issue 5): FHIR `GET /FHIR/R5/Observation/$lastn` and `GET /FHIR/R5/Observation/$stats`,
+//! Observation analytics: FHIR `GET /FHIR/R5/Observation/$lastn` and `GET /FHIR/R5/Observation/$stats`,
 //! and the REST `GET /api/v1/studies/{id}/observation_summary`. The query crate parses the parameters and answers
 //! with one DataFusion plan under the caller's consent (the same as searches); this module speaks HTTP.
 //! Shapes: docs/query.md, "Analytics".

@@ -1,4 +1,4 @@
-//! The upload parser as it was before the borrowed, plan-driven one (git HEAD of session 3, built on
+//! The upload parser as it was before the borrowed, plan-driven one (the one built on
 //! `serde_json::Value`), kept as the reference the new parser is compared with (tests) and measured against
 //! (benches/benches/ingest_parse.rs). Only the types are adapted: the results are plain structs compared field by
 //! field with the public accessors of `jhe_schemas::fhir::ObservationUpload`.
